@@ -754,17 +754,14 @@ def _check_auth(auth: AuthConfig, policies: frozenset[str] | None) -> Iterator[I
         keyed = [alg for alg in jwt.algorithms if not alg.startswith("HS")]
         if not jwt.algorithms:
             yield "auth.jwt.algorithms", "at least one algorithm is required"
-        if hs and not jwt.secret:
-            yield "auth.jwt.secret", f"required by {hs[0]}"
+        # No secret with an HS algorithm is allowed (the spec's own example defaults it to
+        # empty): HS tokens are then simply refused.
         if keyed and not jwt.jwks_url:
             yield "auth.jwt.jwks_url", f"required by {keyed[0]}"
     oidc = auth.oidc_login
     if oidc is not None:
-        if jwt is None or not jwt.secret or not hs:
-            yield (
-                "auth.oidc_login",
-                "needs auth.jwt with an HS algorithm and a secret (it issues HS256 tokens)",
-            )
+        if jwt is None or not hs:
+            yield "auth.oidc_login", "needs auth.jwt with an HS algorithm (it issues HS256 tokens)"
         if oidc.rate_limit is not None and policies is not None and oidc.rate_limit not in policies:
             yield "auth.oidc_login.rate_limit", f"unknown policy {oidc.rate_limit!r}"
 
