@@ -1,0 +1,183 @@
+"""What crosses the gateway in each direction: header hygiene, X-Forwarded-*, X-Request-Id.
+
+SPEC section 4: hop-by-hop headers and every header the client names in ``Connection`` go
+first, so ``Connection: X-User-Id`` cannot delete what the gateway adds afterwards; then
+client-sent identity and ``X-Gateway-*`` headers, and any name containing ``_`` (many backends
+read ``X_User_Id`` as ``X-User-Id``). Framing headers are never forwarded: the gateway re-frames
+every body itself.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from urllib.parse import parse_qsl, unquote_plus
+
+from tornado.httputil import HTTPHeaders
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "proxy-connection",
+    }
+)
+
+# Set by the gateway itself, or able to change how a backend routes or authorises a request.
+_REPLACED_OR_DANGEROUS = frozenset(
+    {
+        "host",
+        "content-length",
+        "expect",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "http2-settings",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-url",
+        "x-rewrite-url",
+    }
+)
+
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def request_id_from(value: str | None) -> str:
+    """Keep a well-formed client request id, otherwise mint a UUID4."""
+    if value is not None and _REQUEST_ID_RE.fullmatch(value):
+        return value
+    return str(uuid.uuid4())
+
+
+def connection_tokens(headers: HTTPHeaders) -> set[str]:
+    """Lowercased header names a message nominates as hop-by-hop in ``Connection``."""
+    tokens: set[str] = set()
+    for value in headers.get_list("Connection"):
+        for token in value.split(","):
+            token = token.strip().lower()
+            if token:
+                tokens.add(token)
+    return tokens
+
+
+def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+
+
+def is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
+    if not networks:
+        return False
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(addr in net for net in networks)
+
+
+def client_ip(peer_ip: str, xff: str | None, trusted: tuple[Network, ...]) -> str:
+    """The right-most address that is not one of our trusted proxies (the real caller)."""
+    if not xff or not is_trusted(peer_ip, trusted):
+        return peer_ip
+    hops = [h.strip() for h in xff.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer_ip
+
+
+def upstream_request_head(
+    method: str,
+    target: str,
+    headers: HTTPHeaders,
+    *,
+    drop: frozenset[str],
+    drop_prefixes: tuple[str, ...],
+    host: str,
+    forwarded_for: str,
+    forwarded_proto: str,
+    forwarded_host: str,
+    request_id: str,
+    extra: Iterable[tuple[str, str]],
+    framing: str,
+) -> bytes:
+    """Serialise the request line and headers sent upstream.
+
+    ``drop`` holds lowercased names removed on top of the fixed rules (identity headers and a
+    consumed ``Authorization``); ``framing`` is the gateway's own ``Content-Length: n`` or
+    ``Transfer-Encoding: chunked`` line, or empty for a bodiless request.
+    """
+    nominated = connection_tokens(headers) if "Connection" in headers else ()
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    for name, value in headers.get_all():
+        lname = name.lower()
+        if (
+            lname in HOP_BY_HOP
+            or lname in _REPLACED_OR_DANGEROUS
+            or lname in drop
+            or "_" in lname
+            or (nominated and lname in nominated)
+            or lname.startswith(drop_prefixes)
+        ):
+            continue
+        lines.append(f"{name}: {value}\r\n")
+    lines.append(
+        f"X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {forwarded_proto}\r\n"
+        f"X-Forwarded-Host: {forwarded_host}\r\nX-Request-Id: {request_id}\r\n"
+    )
+    for name, value in extra:
+        lines.append(f"{name}: {value}\r\n")
+    if framing:
+        lines.append(framing)
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def client_response_headers(
+    upstream_headers: list[tuple[bytes, bytes]], request_id: str
+) -> tuple[HTTPHeaders, bool]:
+    """Headers relayed to the client, and whether the upstream framed the body by length."""
+    nominated: set[bytes] = set()
+    for name, value in upstream_headers:
+        if name.lower() == b"connection":
+            nominated.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    out = HTTPHeaders()
+    has_length = False
+    for name, value in upstream_headers:
+        lname = name.lower()
+        if lname in nominated or lname.decode("latin-1") in HOP_BY_HOP or lname == b"x-request-id":
+            continue
+        if lname == b"content-length":
+            has_length = True
+            value = value.split(b",")[0].strip()
+        out.add(name.decode("latin-1"), value.decode("latin-1"))
+    out["X-Request-Id"] = request_id
+    return out, has_length
+
+
+def without_token_param(query: str) -> str:
+    """The query string minus any ``token`` parameter (never logged, never forwarded)."""
+    if "token" not in query:
+        return query
+    return "&".join(p for p in query.split("&") if unquote_plus(p.partition("=")[0]) != "token")
+
+
+def token_param(query: str) -> str | None:
+    if "token" not in query:
+        return None
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "token":
+            return value
+    return None

@@ -1,0 +1,96 @@
+"""The gateway's compiled state: everything a request needs, built once per config load.
+
+A reload builds a new ``Gateway`` and swaps one reference; requests already running keep the
+object they started with, so nothing they hold changes under them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .access_log import AccessLog
+from .config import Config, RouteConfig
+from .forwarding import Network, parse_networks
+from .metrics import Metrics
+from .routing import RouteSpec, RouteTable
+from .upstream.pool import Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One configured route with its references resolved."""
+
+    pattern: str
+    config: RouteConfig
+    upstream: Upstream | None
+    rewrite: str | None  # replacement for the literal prefix before "*", "" to strip it
+    body_limit: int
+    read_timeout: float
+
+
+class Gateway:
+    def __init__(self, config: Config, metrics: Metrics, access_log: AccessLog) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.access_log = access_log
+        server = config.server
+        self.body_limit = server.body_limit
+        self.trusted_proxies: tuple[Network, ...] = parse_networks(server.trusted_proxies)
+        self.upstreams = {
+            name: Upstream(
+                name,
+                list(u.targets),
+                balance=u.balance,
+                connect_timeout=u.connect_timeout,
+                read_timeout=u.read_timeout,
+                retries=u.retries,
+                max_connections=u.max_connections,
+                circuit_failures=u.circuit.failures,
+                circuit_cooldown=u.circuit.cooldown,
+                headers=dict(u.headers),
+            )
+            for name, u in config.upstreams.items()
+        }
+        ids = config.identity_headers
+        self.identity_header_names = frozenset(
+            h.lower() for h in (ids.user_id, ids.role, ids.app_key, ids.plan, ids.scopes)
+        )
+        self.routes = tuple(self._compile_route(r) for r in config.routes)
+        self.table = RouteTable(
+            [
+                RouteSpec(r.path, frozenset(m.upper() for m in r.methods) if r.methods else None)
+                for r in config.routes
+            ]
+        )
+
+    def _compile_route(self, rc: RouteConfig) -> Route:
+        upstream = self.upstreams.get(rc.upstream) if rc.upstream else None
+        rewrite: str | None = None
+        if rc.rewrite is not None:
+            rewrite = rc.rewrite
+        elif rc.strip_prefix:
+            rewrite = ""
+        read_timeout = rc.read_timeout
+        if read_timeout is None:
+            read_timeout = upstream.read_timeout if upstream else 60.0
+        body_limit = rc.body_limit if rc.body_limit is not None else self.body_limit
+        return Route(rc.path, rc, upstream, rewrite, body_limit, read_timeout)
+
+    def take_connections_from(self, old: Gateway) -> None:
+        """Keep warm upstream pools across a reload when an upstream's targets are unchanged."""
+        for name, upstream in self.upstreams.items():
+            previous = old.upstreams.get(name)
+            if previous is None:
+                continue
+            for target in upstream.targets:
+                for prev_target in previous.targets:
+                    if (prev_target.host, prev_target.port, prev_target.tls) == (
+                        target.host,
+                        target.port,
+                        target.tls,
+                    ):
+                        target.idle, prev_target.idle = prev_target.idle, target.idle
+
+    def close(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.close()

@@ -1,0 +1,539 @@
+"""One client request, from its head to the last byte of its response.
+
+``Exchange`` is Tornado's ``HTTPMessageDelegate`` for the client side and the upstream
+connection's ``ResponseSink`` for the other. Bodies stream both ways: request chunks are written
+upstream as Tornado hands them over (awaiting the upstream socket when it is full), response
+chunks are written to the client as they arrive (pausing the upstream socket while the client
+is slow). Nothing is buffered whole.
+
+Contract: every exchange ends exactly once in ``_complete`` (access log, metrics), whichever way
+it ends: a local reply, a relayed response, an upstream failure, or the client going away.
+Once a response has started, a failure closes the client connection: never a second status line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection
+from tornado.iostream import StreamClosedError
+
+from .access_log import AccessRecord, utc_timestamp
+from .errors import LocalReply, encode, error_body
+from .forwarding import (
+    client_response_headers,
+    connection_tokens,
+    is_trusted,
+    request_id_from,
+    upstream_request_head,
+    without_token_param,
+)
+from .routing import PathError, normalize_path, rewrite_path
+from .upstream.client import UpstreamConnection
+from .upstream.pool import ConnectFailed, Target, Upstream
+
+if TYPE_CHECKING:
+    from .gateway import Gateway, Route
+
+log = logging.getLogger("fastgw")
+
+_JSON = "application/json"
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_GATEWAY_PREFIXES = ("x-gateway-",)
+
+
+class ClientContext:
+    """Per-connection facts the server knows before any request is parsed."""
+
+    __slots__ = ("remote_ip", "protocol")
+
+    def __init__(self, remote_ip: str, protocol: str) -> None:
+        self.remote_ip = remote_ip
+        self.protocol = protocol
+
+    def __str__(self) -> str:  # Tornado logs the context when a client sends garbage
+        return self.remote_ip
+
+
+def _reason(status: int) -> str:
+    # Never relay the upstream's reason phrase: it is free text from another party.
+    return httputil.responses.get(status, "Unknown")
+
+
+class InflightCounter:
+    """Requests between head and completion, for the graceful drain on SIGTERM."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class Exchange(httputil.HTTPMessageDelegate):
+    """One request on a client connection.
+
+    Tornado creates the delegate before the request head arrives (an idle keep-alive connection
+    has one waiting), so an exchange only counts as in flight from ``headers_received`` on.
+    """
+
+    def __init__(
+        self, gateway: Gateway, conn: HTTP1Connection, context: ClientContext, inflight: InflightCounter
+    ) -> None:
+        self.gw = gateway
+        self.inflight = inflight
+        self.conn = conn
+        self.context = context
+        self.started = time.perf_counter()
+        self.method = "-"
+        self.path = "-"
+        self.query = ""
+        self.request_id = ""
+        self.http10 = False
+        self.route: Route | None = None
+        self.route_label = "unmatched"
+        self.upstream: Upstream | None = None
+        self.target: Target | None = None
+        self.upstream_conn: UpstreamConnection | None = None
+        self.upstream_started = 0.0
+        self.user_id: str | None = None
+        self.has_body = False
+        self.chunked_upstream = False
+        self.body_received = 0
+        self.body_limit = gateway.body_limit
+        self.request_done = False
+        self.response_started = False
+        self.status = 0
+        self.bytes_sent = 0
+        self.done = False
+        self.pending: tuple[int, bytes, tuple[tuple[str, str], ...], bool] | None = None
+        self.head: bytes = b""
+        self.timer: asyncio.TimerHandle | None = None
+        self.read_timeout = 60.0
+        self.last_activity = 0.0
+
+    # -- client side: HTTPMessageDelegate ----------------------------------------------------
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        self.started = time.perf_counter()
+        self.inflight.count += 1
+        self.gw.metrics.inflight.inc()
+        self.method = start_line.method
+        self.http10 = start_line.version == "HTTP/1.0"
+        self.request_id = request_id_from(headers.get("X-Request-Id"))
+        self.headers = headers
+        if "Connection" in headers and "close" in connection_tokens(headers):
+            # Tornado only honours a Connection header that is exactly "close".
+            self.conn._disconnect_on_finish = True
+        try:
+            self._check_framing(headers)
+            raw_path, _, self.query = start_line.path.partition("?")
+            self.path = raw_path
+            if not raw_path.startswith("/"):
+                raise LocalReply("VALIDATION_ERROR", "Request target must be an absolute path", close=True)
+            try:
+                self.path = path = normalize_path(raw_path)
+            except PathError:
+                raise LocalReply("VALIDATION_ERROR", "Invalid request path", close=True) from None
+            if path == "/health" and self.method in ("GET", "HEAD"):
+                self.route_label = "/health"
+                self._answer(200, encode({"status": "ok", "timestamp": utc_timestamp()}))
+                return None
+            gw = self.gw
+            route_id, _params, tail_start = gw.table.match(self.method, path)
+            if route_id < 0:
+                if route_id == -2:
+                    allow = ", ".join(gw.table.allowed(path))
+                    raise LocalReply("METHOD_NOT_ALLOWED", "Method not allowed", headers=(("Allow", allow),))
+                raise LocalReply("NOT_FOUND", "No route matches this path")
+            route = self.route = gw.routes[route_id]
+            self.route_label = route.pattern
+            self.body_limit = route.body_limit
+            if self.content_length is not None and self.content_length > route.body_limit:
+                raise LocalReply("PAYLOAD_TOO_LARGE", "Request body too large")
+            upstream = route.upstream
+            if upstream is None:
+                raise LocalReply("NOT_FOUND", "No route matches this path")
+            self.upstream = upstream
+            self.read_timeout = route.read_timeout
+            forward_path = path
+            if route.rewrite is not None:
+                forward_path = rewrite_path(path, tail_start, route.rewrite)
+            query = self.query
+            if route.config.query_token:
+                query = without_token_param(query)
+            return self._open_upstream(forward_path, query)
+        except LocalReply as reply:
+            self._answer_error(reply)
+            return None
+        except Exception:
+            log.exception("request %s failed before reaching an upstream", self.request_id)
+            self._answer_error(LocalReply("INTERNAL_ERROR", "Internal error", close=True))
+            return None
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.done or self.pending is not None:
+            return None
+        self.body_received += len(chunk)
+        if self.body_received > self.body_limit:
+            self._fail_request(LocalReply("PAYLOAD_TOO_LARGE", "Request body too large"))
+            return None
+        conn = self.upstream_conn
+        if conn is None or conn.closed:
+            return None
+        if self.chunked_upstream:
+            conn.write(b"%x\r\n" % len(chunk))
+            conn.write(chunk)
+            return conn.write(b"\r\n")
+        return conn.write(chunk)
+
+    def finish(self) -> None:
+        self.request_done = True
+        if self.done:
+            return
+        if self.pending is not None:
+            self._respond(*self.pending)
+            return
+        conn = self.upstream_conn
+        if conn is not None and self.chunked_upstream and not conn.closed:
+            conn.write(b"0\r\n\r\n")
+        self._arm_timer()
+
+    def on_connection_close(self) -> None:
+        # The client went away while we were still reading its request.
+        self._client_gone()
+
+    # -- upstream side: ResponseSink -------------------------------------------------------
+
+    def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        if self.done:
+            return
+        self.last_activity = time.monotonic()
+        out, has_length = client_response_headers(headers, self.request_id)
+        if self.http10 and not has_length:
+            # A 1.0 client can only find the end of an unframed body by the connection closing.
+            self.conn._disconnect_on_finish = True
+        self.status = status
+        self.response_started = True
+        try:
+            self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)), out)
+        except (StreamClosedError, ValueError):
+            self._client_gone()
+
+    def on_data(self, data: bytes) -> bool:
+        if self.done:
+            return True
+        self.last_activity = time.monotonic()
+        self.bytes_sent += len(data)
+        try:
+            future = self.conn.write(data)
+        except httputil.HTTPOutputError:
+            self._abort_client("upstream_protocol")
+            return True
+        if future.done():
+            if future.exception() is not None:
+                self._client_gone()
+            return True
+        future.add_done_callback(self._client_drained)
+        return False
+
+    def on_end(self) -> None:
+        if self.done:
+            return
+        conn, self.upstream_conn = self.upstream_conn, None
+        if conn is not None and self.upstream is not None and self.target is not None:
+            if not self.request_done:
+                conn.abort()  # the upstream answered before our request body ended
+            self.upstream.release(self.target, conn, ok=True)
+            self.gw.metrics.observe_upstream(self.upstream.name, time.monotonic() - self.upstream_started)
+        try:
+            self.conn.finish()
+        except (StreamClosedError, httputil.HTTPOutputError):
+            self._abort_client("client_closed")
+            return
+        self._complete()
+
+    def on_error(self, reason: str) -> None:
+        if self.done:
+            return
+        conn, self.upstream_conn = self.upstream_conn, None
+        upstream, target = self.upstream, self.target
+        if conn is not None and upstream is not None and target is not None:
+            upstream.release(target, conn, ok=False)
+            upstream.record_failure(target)
+            self.gw.metrics.upstream_error(upstream.name, reason)
+            if self.reused and not self.response_started and not self.has_body:
+                # A pooled connection the upstream closed as we reused it: try a fresh one.
+                self.reused = False
+                asyncio.ensure_future(self._retry_fresh(upstream, target))
+                return
+        if self.response_started:
+            self._abort_client(reason)
+        elif reason == "timeout":
+            self._fail_request(LocalReply("UPSTREAM_TIMEOUT", "Upstream did not answer in time"))
+        else:
+            self._fail_request(LocalReply("BAD_GATEWAY", "Upstream connection failed"))
+
+    # -- internals -------------------------------------------------------------------------
+
+    content_length: int | None = None
+    reused = False
+
+    def _check_framing(self, headers: httputil.HTTPHeaders) -> None:
+        """Refuse every ambiguous body framing before Tornado starts reading a body."""
+        te = headers.get("Transfer-Encoding")
+        cl = headers.get("Content-Length")
+        if te is not None:
+            if self.http10 or cl is not None or te.strip(" \t").lower() != "chunked":
+                raise LocalReply("VALIDATION_ERROR", "Invalid Transfer-Encoding", close=True)
+            self.has_body = True
+        elif cl is not None:
+            values = [v.strip(" \t") for v in cl.split(",")]
+            first = values[0]
+            if (
+                not first.isdigit()
+                or not first.isascii()
+                or len(first) > 18
+                or any(v != first for v in values)
+            ):
+                raise LocalReply("VALIDATION_ERROR", "Invalid Content-Length", close=True)
+            self.content_length = int(first)
+            self.has_body = self.content_length > 0
+
+    async def _open_upstream(self, forward_path: str, query: str) -> None:
+        try:
+            await self._connect_and_send(forward_path, query)
+        except Exception:
+            log.exception("request %s failed while opening its upstream", self.request_id)
+            self._fail_request(LocalReply("INTERNAL_ERROR", "Internal error"))
+
+    async def _connect_and_send(self, forward_path: str, query: str) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        target = upstream.pick()
+        if target is None:
+            self._fail_request(LocalReply("SERVICE_UNAVAILABLE", "No healthy upstream target"))
+            return
+        self.upstream_started = time.monotonic()
+        attempts = 1 + (upstream.retries if self.method in _IDEMPOTENT and not self.has_body else 0)
+        conn: UpstreamConnection | None = None
+        for attempt in range(attempts):
+            try:
+                conn, self.reused = await upstream.connect(target)
+                break
+            except ConnectFailed:
+                self.gw.metrics.upstream_error(upstream.name, "connect")
+                if attempt + 1 < attempts:
+                    next_target = upstream.pick(exclude=target)
+                    if next_target is not None:
+                        target = next_target
+        if self.done:
+            if conn is not None:
+                upstream.release(target, conn, ok=False)
+            return
+        if conn is None:
+            self._fail_request(LocalReply("BAD_GATEWAY", "Upstream connection failed"))
+            return
+        self.target = target
+        self.upstream_conn = conn
+        if self.content_length is not None and (
+            self.content_length or self.method in ("POST", "PUT", "PATCH")
+        ):
+            framing = f"Content-Length: {self.content_length}\r\n"
+        elif self.has_body:
+            framing = "Transfer-Encoding: chunked\r\n"
+            self.chunked_upstream = True
+        else:
+            framing = ""
+        path = target.base_path + forward_path
+        headers = self.headers
+        host = headers.get("Host", "")
+        remote_ip = self.context.remote_ip
+        proto = self.context.protocol
+        forwarded_for = remote_ip
+        if is_trusted(remote_ip, self.gw.trusted_proxies):
+            # Only a proxy we trust may tell us who its client was and how it connected.
+            xff = headers.get("X-Forwarded-For")
+            if xff:
+                forwarded_for = f"{xff}, {remote_ip}"
+            proto = headers.get("X-Forwarded-Proto", proto)
+            host = headers.get("X-Forwarded-Host", host)
+        self.head = upstream_request_head(
+            self.method,
+            f"{path}?{query}" if query else path,
+            headers,
+            drop=self.gw.identity_header_names,
+            drop_prefixes=_GATEWAY_PREFIXES,
+            host=target.host_header,
+            forwarded_for=forwarded_for,
+            forwarded_proto=proto,
+            forwarded_host=host,
+            request_id=self.request_id,
+            extra=upstream.extra_headers,
+            framing=framing,
+        )
+        conn.begin(self, self.head, self.method == "HEAD")
+        if not self.has_body:
+            self.request_done = True
+            self._arm_timer()
+
+    async def _retry_fresh(self, upstream: Upstream, target: Target) -> None:
+        try:
+            conn, _ = await upstream.connect(target)
+        except ConnectFailed:
+            self._fail_request(LocalReply("BAD_GATEWAY", "Upstream connection failed"))
+            return
+        if self.done:
+            upstream.release(target, conn, ok=False)
+            return
+        self.upstream_conn = conn
+        conn.begin(self, self.head, self.method == "HEAD")
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self.timer is None and not self.done:
+            self.last_activity = time.monotonic()
+            self.timer = asyncio.get_running_loop().call_later(self.read_timeout, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.done or self.upstream_conn is None:
+            return
+        idle = time.monotonic() - self.last_activity
+        if idle < self.read_timeout:
+            self.timer = asyncio.get_running_loop().call_later(self.read_timeout - idle, self._on_timer)
+            return
+        self.upstream_conn.detach()
+        self.on_error("timeout")
+
+    def _client_drained(self, future: asyncio.Future[None]) -> None:
+        if future.exception() is not None:
+            self._client_gone()
+            return
+        conn = self.upstream_conn
+        if conn is not None:
+            conn.resume_reading()
+
+    def _answer(
+        self, status: int, body: bytes, headers: tuple[tuple[str, str], ...] = (), close: bool = False
+    ) -> None:
+        """Answer from the gateway before the request body was read.
+
+        With a body still on the wire, answer now and close (we will not read what we refused);
+        without one, answer in ``finish``: finishing a response before Tornado has seen the end
+        of the request makes it close a keep-alive connection that could have been reused.
+        """
+        if close or self.has_body:
+            self._respond(status, body, headers, True)
+        else:
+            self.pending = (status, body, headers, False)
+
+    def _answer_error(self, reply: LocalReply) -> None:
+        self._answer(
+            reply.status, error_body(reply.code, reply.message, self.request_id), reply.headers, reply.close
+        )
+
+    def _fail_request(self, reply: LocalReply) -> None:
+        """A local error after the request head was accepted (upstream failure, body limit)."""
+        conn, self.upstream_conn = self.upstream_conn, None
+        if conn is not None:
+            conn.detach()
+            if self.upstream is not None and self.target is not None:
+                self.upstream.release(self.target, conn, ok=False)
+        if self.response_started:
+            self._abort_client(reply.code)
+        elif self.request_done:
+            self._write_local(reply)
+        else:
+            self._write_local(reply, close=True)
+
+    def _write_local(self, reply: LocalReply, close: bool = False) -> None:
+        body = error_body(reply.code, reply.message, self.request_id)
+        self._respond(reply.status, body, reply.headers, close)
+
+    def _respond(
+        self, status: int, body: bytes, extra: tuple[tuple[str, str], ...], close: bool = False
+    ) -> None:
+        if self.done:
+            return
+        self.pending = None
+        headers = httputil.HTTPHeaders(
+            {"Content-Type": _JSON, "Content-Length": str(len(body)), "X-Request-Id": self.request_id}
+        )
+        for name, value in extra:
+            headers[name] = value
+        if close:
+            headers["Connection"] = "close"
+            self.conn._disconnect_on_finish = True
+        self.status = status
+        self.response_started = True
+        self.bytes_sent = len(body)
+        try:
+            self.conn.write_headers(
+                httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)),
+                headers,
+                body if self.method != "HEAD" else None,
+            )
+            self.conn.finish()
+        except (StreamClosedError, httputil.HTTPOutputError):
+            self.conn.close()
+        self._complete()
+
+    def _abort_client(self, reason: str) -> None:
+        """Cut the client connection mid-response: an incomplete body, never a new status line."""
+        conn, self.upstream_conn = self.upstream_conn, None
+        if conn is not None:
+            conn.detach()
+            if self.upstream is not None and self.target is not None:
+                self.upstream.release(self.target, conn, ok=False)
+        self.conn.close()
+        self._complete()
+
+    def _client_gone(self) -> None:
+        if self.done:
+            return
+        if not self.response_started:
+            self.status = 499
+        self._abort_client("client_closed")
+
+    def _complete(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        gw = self.gw
+        gw.metrics.inflight.dec()
+        self.inflight.count -= 1
+        elapsed = time.perf_counter() - self.started
+        gw.metrics.observe_request(self.route_label, self.method, self.status, elapsed)
+        if gw.access_log.enabled:
+            path = self.path
+            if self.query:
+                query = without_token_param(self.query)
+                if query:
+                    path = f"{path}?{query}"
+            gw.access_log.write(
+                AccessRecord(
+                    ts=utc_timestamp(),
+                    requestId=self.request_id,
+                    method=self.method,
+                    route=self.route_label,
+                    path=path,
+                    status=self.status,
+                    bytes=self.bytes_sent,
+                    durationMs=round(elapsed * 1000, 3),
+                    upstream=self.upstream.name if self.upstream else None,
+                    userId=self.user_id,
+                )
+            )

@@ -1,0 +1,215 @@
+"""Process lifecycle: sockets, workers, the event loop, signals, graceful drain.
+
+The HTTP server is Tornado's ``HTTP1ServerConnection`` driven directly (no ``web.Application``):
+each request gets an ``Exchange`` delegate, which is the cheapest way through Tornado and gives
+the proxy the streaming hooks it needs. Tornado's own limits are set so that they never answer
+before we do: body size is enforced by the exchange (with the 413 envelope), not by Tornado's
+bare 400.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Callable
+
+import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters, HTTP1ServerConnection
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
+from tornado.netutil import bind_sockets
+from tornado.tcpserver import TCPServer
+
+from . import speedups
+from .access_log import AccessLog
+from .config import Config, parse_listen
+from .gateway import Gateway
+from .metrics import Metrics
+from .proxy import ClientContext, Exchange, InflightCounter
+
+log = logging.getLogger("fastgw")
+
+_UNLIMITED_BODY = 1 << 62  # the exchange enforces body_limit itself, with the 413 envelope
+
+
+class GatewayServer(TCPServer, httputil.HTTPServerConnectionDelegate):
+    """Accepts client connections and hands each request to an ``Exchange``."""
+
+    def __init__(self, gateway: Gateway, ssl_options: ssl.SSLContext | None = None) -> None:
+        super().__init__(ssl_options=ssl_options)
+        self.gateway = gateway
+        self.protocol = "https" if ssl_options is not None else "http"
+        server = gateway.config.server
+        self.params = HTTP1ConnectionParameters(
+            max_header_size=server.max_header_bytes,
+            header_timeout=server.idle_timeout,
+            max_body_size=_UNLIMITED_BODY,
+            decompress=False,
+        )
+        self.connections: set[HTTP1ServerConnection] = set()
+        self.inflight = InflightCounter()
+        self.draining = False
+
+    def handle_stream(self, stream: IOStream, address: tuple[str, int] | str) -> None:
+        remote_ip = address[0] if isinstance(address, tuple) else "unix"
+        conn = HTTP1ServerConnection(stream, self.params, ClientContext(remote_ip, self.protocol))
+        self.connections.add(conn)
+        conn.start_serving(self)
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        assert isinstance(request_conn, HTTP1Connection)
+        context = request_conn.context
+        assert isinstance(context, ClientContext)
+        if self.draining:
+            request_conn._disconnect_on_finish = True  # tell keep-alive clients to go elsewhere
+        return Exchange(self.gateway, request_conn, context, self.inflight)
+
+    def on_close(self, server_conn: object) -> None:
+        self.connections.discard(server_conn)  # type: ignore[arg-type]
+
+
+class _MetricsHandler(tornado.web.RequestHandler):
+    def initialize(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.write(self.metrics.exposition())
+
+
+def _tls_context(config: Config) -> ssl.SSLContext | None:
+    tls = config.server.tls
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert, tls.key)
+    if tls.client_ca:
+        context.load_verify_locations(tls.client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    return context
+
+
+def bind(listen: str) -> list[socket.socket]:
+    host, port = parse_listen(listen)
+    return bind_sockets(port, host or None, reuse_port=False)
+
+
+async def serve_forever(
+    config: Config,
+    sockets: list[socket.socket],
+    *,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT, then drain in-flight requests for up to ``shutdown_grace``."""
+    metrics = Metrics()
+    access_log = AccessLog(config.server.access_log)
+    gateway = Gateway(config, metrics, access_log)
+    server = GatewayServer(gateway, _tls_context(config))
+    server.add_sockets(sockets)
+    metrics_server: HTTPServer | None = None
+    if config.server.metrics_listen:
+        host, port = parse_listen(config.server.metrics_listen)
+        app = tornado.web.Application([(r"/metrics", _MetricsHandler, {"metrics": metrics})])
+        metrics_server = HTTPServer(app)
+        metrics_server.listen(port, host or "")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info(
+        "serving on %s with %d routes (speedups: %s)",
+        ", ".join(_address(s) for s in sockets),
+        len(gateway.routes),
+        speedups.IMPLEMENTATION,
+    )
+    if on_ready is not None:
+        on_ready()
+    await stop.wait()
+    log.info("shutting down: draining for up to %ss", config.server.shutdown_grace)
+    server.stop()
+    server.draining = True
+    if metrics_server is not None:
+        metrics_server.stop()
+    deadline = time.monotonic() + config.server.shutdown_grace
+    while time.monotonic() < deadline and server.inflight.count > 0:
+        await asyncio.sleep(0.05)
+    for conn in list(server.connections):
+        await conn.close()
+    gateway.close()
+    access_log.flush()
+    return 0
+
+
+def _address(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def run(config: Config, on_ready: Callable[[], None] | None = None) -> int:
+    """Bind, fork workers if asked, and serve; returns the process exit code."""
+    if sys.flags.optimize:
+        # Tornado checks chunk terminators with assert; under -O a smuggled body would pass.
+        print("fastgw: refusing to run with python -O / PYTHONOPTIMIZE", file=sys.stderr)
+        return 1
+    try:
+        sockets = bind(config.server.listen)
+    except OSError as exc:
+        print(f"fastgw: cannot listen on {config.server.listen}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    workers = config.server.workers or os.cpu_count() or 1
+    if workers > 1:
+        return _run_workers(config, sockets, workers)
+    return _run_loop(config, sockets, on_ready)
+
+
+def _run_loop(config: Config, sockets: list[socket.socket], on_ready: Callable[[], None] | None) -> int:
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve_forever(config, sockets, on_ready=on_ready))
+
+
+def _run_workers(config: Config, sockets: list[socket.socket], workers: int) -> int:
+    """Fork ``workers`` children sharing the listening sockets; relay signals; wait for them."""
+    children: set[int] = set()
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _run_loop(config, sockets, None)
+            finally:
+                os._exit(code)
+        children.add(pid)
+    for sock in sockets:
+        sock.close()
+
+    def relay(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, relay)
+    status = 0
+    while children:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        if os.waitstatus_to_exitcode(code) not in (0, -signal.SIGTERM, -signal.SIGINT):
+            status = 1
+    return status

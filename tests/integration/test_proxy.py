@@ -1,0 +1,308 @@
+"""End to end: a real gateway process in front of a real upstream on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+import urllib.request
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port
+from tests.upstream_server import UpstreamServer
+
+
+def base_config(upstream: UpstreamServer, **route_extra: Any) -> dict[str, Any]:
+    return {
+        "server": {"body_limit": "8MiB"},
+        "upstreams": {
+            "svc": {"targets": [upstream.url], "read_timeout": "1s", "connect_timeout": "1s"},
+            "dead": {"targets": [f"http://127.0.0.1:{free_port()}"], "retries": 0},
+        },
+        "routes": [
+            {"path": "/api/*", "upstream": "svc", "auth": "none", **route_extra},
+            {"path": "/only-post", "upstream": "svc", "auth": "none", "methods": ["POST", "PUT"]},
+            {"path": "/old/*", "upstream": "svc", "auth": "none", "rewrite": "/new"},
+            {"path": "/strip/*", "upstream": "svc", "auth": "none", "strip_prefix": True},
+            {"path": "/sse", "upstream": "svc", "auth": "none"},
+            {"path": "/stall", "upstream": "svc", "auth": "none"},
+            {"path": "/reset", "upstream": "svc", "auth": "none"},
+            {"path": "/chunked", "upstream": "svc", "auth": "none"},
+            {"path": "/dead/*", "upstream": "dead", "auth": "none"},
+        ],
+    }
+
+
+def assert_envelope(body: bytes, code: str) -> dict[str, Any]:
+    doc = json.loads(body)
+    assert doc["ok"] is False
+    assert doc["error"]["code"] == code
+    assert doc["error"]["requestId"]
+    assert isinstance(doc["error"]["message"], str)
+    return doc
+
+
+def test_request_arrives_intact(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+    body = bytes(range(256)) * (5 * 1024 * 1024 // 256)  # 5 MiB, every byte value
+    status, headers, _ = gw.request(
+        "PUT",
+        "/api/items/7?b=2&a=%20x&a=1",
+        body=body,
+        headers={"X-Custom": "kept", "Content-Type": "application/octet-stream"},
+    )
+    assert status == 200
+    seen = upstream.requests[-1]
+    assert seen.method == "PUT"
+    assert seen.target == "/api/items/7?b=2&a=%20x&a=1"
+    assert seen.body == body
+    assert seen.header("X-Custom") == "kept"
+    assert seen.header("Content-Type") == "application/octet-stream"
+    assert seen.header("X-Forwarded-For") == "127.0.0.1"
+    assert seen.header("X-Forwarded-Proto") == "http"
+    assert seen.header("X-Forwarded-Host") == f"127.0.0.1:{gw.port}"
+    assert seen.header("X-Request-Id") == headers["x-request-id"]
+
+
+def test_chunked_request_body_is_reframed(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+
+    def parts() -> Any:
+        yield b"hello "
+        yield b"chunked "
+        yield b"world"
+
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    conn.request("POST", "/api/upload", body=parts(), encode_chunked=True)
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 200
+    seen = upstream.requests[-1]
+    assert seen.body == b"hello chunked world"
+    assert seen.header("Transfer-Encoding") == "chunked"
+    assert seen.header("Content-Length") is None
+
+
+def test_hop_by_hop_and_spoofed_headers_are_removed(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+    with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(
+            b"GET /api/x HTTP/1.1\r\nHost: gw.test\r\n"
+            b"Connection: X-Secret-Hop, X-User-Id\r\n"
+            b"X-Secret-Hop: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAAQAAP__\r\nProxy-Authorization: Basic Zm9v\r\n"
+            b"Proxy-Connection: keep-alive\r\nX_User_Id: admin\r\nX-User-Id: admin\r\n"
+            b"X-Gateway-Signature: v2=forged\r\nX-HTTP-Method-Override: DELETE\r\n"
+            b"X-Kept: yes\r\nConnection: close\r\n\r\n"
+        )
+        response = _read_all(sock)
+    assert response.startswith(b"HTTP/1.1 200")
+    seen = upstream.requests[-1]
+    names = seen.header_names()
+    for gone in (
+        "connection",
+        "x-secret-hop",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "http2-settings",
+        "proxy-authorization",
+        "proxy-connection",
+        "x_user_id",
+        "x-user-id",
+        "x-gateway-signature",
+        "x-http-method-override",
+    ):
+        assert gone not in names, gone
+    assert seen.header("X-Kept") == "yes"
+    # The upstream's own hop-by-hop headers do not reach the client either.
+    head = response.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"x-upstream-hop" not in head
+    assert b"keep-alive: timeout" not in head
+    assert b"x-upstream: yes" in head
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    sock.settimeout(5)
+    chunks = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def test_request_id_kept_or_generated(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+    _, headers, _ = gw.request("GET", "/api/a", headers={"X-Request-Id": "abc.DEF-123_x"})
+    assert headers["x-request-id"] == "abc.DEF-123_x"
+    assert upstream.requests[-1].header("X-Request-Id") == "abc.DEF-123_x"
+    _, headers, _ = gw.request("GET", "/api/a", headers={"X-Request-Id": "bad id!"})
+    assert headers["x-request-id"] != "bad id!"
+    assert len(headers["x-request-id"]) == 36
+    assert upstream.requests[-1].header("X-Request-Id") == headers["x-request-id"]
+
+
+def test_rewrite_and_strip_prefix(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+    gw.request("GET", "/old/a/b?q=1")
+    assert upstream.requests[-1].target == "/new/a/b?q=1"
+    gw.request("GET", "/strip/users")
+    assert upstream.requests[-1].target == "/users"
+    gw.request("GET", "/strip")
+    assert upstream.requests[-1].target == "/"
+
+
+def test_normalised_path_is_forwarded(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+    status, _, _ = gw.request("GET", "/public//../api/%61b/./c%2Fd")
+    assert status == 200
+    assert upstream.requests[-1].target == "/api/ab/c%2Fd"
+    status, _, body = gw.request("GET", "/api/../../etc")
+    assert status == 400
+    assert_envelope(body, "VALIDATION_ERROR")
+    status, _, body = gw.request("GET", "/api/a%00b")
+    assert status == 400
+
+
+def test_sse_first_event_arrives_before_last_is_sent(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    conn.request("GET", "/sse")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.getheader("Content-Type") == "text/event-stream"
+    first = resp.readline() + resp.readline()
+    # The upstream holds its second event until we release it: the first one got through alone.
+    assert len(upstream.sse_sent) == 1
+    assert b"event-0" in first
+    upstream.release.set()
+    rest = resp.read()
+    assert b"event-1" in rest and b"event-2" in rest
+    conn.close()
+
+
+def test_chunked_response_streams_through(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+    status, headers, body = gw.request("GET", "/chunked")
+    assert status == 200
+    assert body == b"one,two,three"
+
+
+def test_errors_use_the_envelope(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+    status, headers, body = gw.request("GET", "/nowhere")
+    assert status == 404
+    doc = assert_envelope(body, "NOT_FOUND")
+    assert doc["error"]["requestId"] == headers["x-request-id"]
+    assert headers["content-type"] == "application/json"
+
+    status, headers, body = gw.request("GET", "/only-post")
+    assert status == 405
+    assert_envelope(body, "METHOD_NOT_ALLOWED")
+    assert headers["allow"] == "POST, PUT"
+
+    status, _, body = gw.request("GET", "/dead/x")
+    assert status == 502
+    assert_envelope(body, "BAD_GATEWAY")
+
+    started = time.monotonic()
+    status, _, body = gw.request("GET", "/stall")
+    assert status == 504
+    assert_envelope(body, "UPSTREAM_TIMEOUT")
+    assert time.monotonic() - started < 5
+
+
+def test_reset_mid_body_closes_client_without_second_status(
+    upstream: UpstreamServer, start_gateway: Any
+) -> None:
+    gw = start_gateway(base_config(upstream))
+    with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(b"GET /reset HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = _read_all(sock)
+    assert response.startswith(b"HTTP/1.1 200")
+    assert response.count(b"HTTP/1.1") == 1
+    head, body = response.split(b"\r\n\r\n", 1)
+    assert b"content-length: 1000" in head.lower()
+    assert len(body) < 1000
+
+
+def test_health_and_metrics(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+    status, headers, body = gw.request("GET", "/health")
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["status"] == "ok"
+    assert doc["timestamp"].endswith("Z") or doc["timestamp"].endswith("+00:00")
+    gw.request("GET", "/api/counted")
+    gw.request("GET", "/dead/x")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{gw.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'fastgw_requests_total{method="GET",route="/api/*",status="200"} 1.0' in text
+    assert "fastgw_request_duration_seconds_bucket" in text
+    assert 'fastgw_upstream_duration_seconds_count{upstream="svc"}' in text
+    assert 'fastgw_upstream_errors_total{reason="connect",upstream="dead"}' in text
+    assert "fastgw_inflight_requests 0.0" in text
+
+
+def test_access_log_lines(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream, query_token=True))
+    gw.request("GET", "/api/logged?token=sekrit-value&x=1")
+    assert upstream.requests[-1].target == "/api/logged?x=1"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not gw.access_lines():
+        time.sleep(0.05)
+    line = gw.access_lines()[-1]
+    assert line["method"] == "GET"
+    assert line["route"] == "/api/*"
+    assert line["path"] == "/api/logged?x=1"
+    assert line["status"] == 200
+    assert line["upstream"] == "svc"
+    assert line["bytes"] > 0
+    for key in ("ts", "requestId", "durationMs", "userId"):
+        assert key in line
+    assert "sekrit-value" not in "".join(gw.stdout + gw.stderr)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nX",
+        b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\nZ",
+        b"POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nZZ",
+        b"POST /api/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        b"POST /api/x HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET http://evil.example/api/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /api/x#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_ambiguous_framing_is_refused(upstream: UpstreamServer, start_gateway: Any, raw: bytes) -> None:
+    gw = start_gateway(base_config(upstream))
+    with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(raw)
+        response = _read_all(sock)
+    assert response.startswith(b"HTTP/1.1 400")
+    assert response.count(b"HTTP/1.1 ") == 1
+    assert upstream.requests == []
+
+
+def test_keep_alive_client_and_pooled_upstream(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(base_config(upstream))
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    for n in range(20):
+        conn.request("GET", f"/api/{n}")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200
+    conn.request("GET", "/nowhere")
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 404
+    conn.request("GET", "/api/after-404")
+    assert conn.getresponse().status == 200
+    conn.close()
+    assert upstream.connections == 1

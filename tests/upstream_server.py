@@ -1,0 +1,198 @@
+"""A real HTTP/1.1 upstream for the tests: raw asyncio, so it records exactly what arrived.
+
+It runs in a background thread with its own event loop and listens on 127.0.0.1. Every
+request it parses is recorded (request line, header lines in wire order and casing, body), and
+the path picks a behaviour:
+
+- ``/sse``: server-sent events; the second one is sent only after the test sets ``release``.
+- ``/slow/<ms>``: waits before answering.
+- ``/stall``: accepts and never answers.
+- ``/reset``: sends the head and half a body, then resets the connection.
+- ``/chunked``: a chunked response in three parts.
+- ``/status/<code>``: answers with that status.
+- anything else: 200 with a JSON echo of the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import struct
+import threading
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Recorded:
+    method: str
+    target: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def header_names(self) -> set[str]:
+        return {key.lower() for key, _ in self.headers}
+
+
+@dataclass
+class UpstreamServer:
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[Recorded] = field(default_factory=list)
+    connections: int = 0
+
+    def __post_init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.release = threading.Event()
+        self.sse_sent: list[float] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = threading.Event()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> UpstreamServer:
+        self._thread.start()
+        self._started.wait(5)
+        return self
+
+    def stop(self) -> None:
+        def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            self.loop.stop()
+
+        self.release.set()
+        self.loop.call_soon_threadsafe(shutdown)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def boot() -> None:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+            self.port = self._server.sockets[0].getsockname()[1]
+            self._started.set()
+
+        self.loop.run_until_complete(boot())
+        self.loop.run_forever()
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        if self._server is not None:
+            self.loop.run_until_complete(self._server.wait_closed())
+        self.loop.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                recorded = await _read_request(reader)
+                if recorded is None:
+                    break
+                self.requests.append(recorded)
+                keep = await self._respond(recorded, writer)
+                if not keep:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+
+    async def _respond(self, req: Recorded, writer: asyncio.StreamWriter) -> bool:
+        path = req.target.split("?", 1)[0]
+        if path == "/stall":
+            await asyncio.sleep(3600)
+            return False
+        if path.startswith("/slow/"):
+            await asyncio.sleep(int(path.rsplit("/", 1)[1]) / 1000)
+        if path == "/sse":
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            for n in range(3):
+                event = f"data: event-{n}\n\n".encode()
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+                self.sse_sent.append(asyncio.get_running_loop().time())
+                if n == 0:
+                    await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 10)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        if path == "/reset":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 500)
+            await writer.drain()
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return False
+        if path == "/chunked":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for part in (b"one,", b"two,", b"three"):
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
+        status = 200
+        if path.startswith("/status/"):
+            status = int(path.rsplit("/", 1)[1])
+        body = json.dumps(
+            {
+                "method": req.method,
+                "target": req.target,
+                "headers": req.headers,
+                "bodyBytes": len(req.body),
+            }
+        ).encode()
+        head = (
+            f"HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: keep-alive, X-Upstream-Hop\r\n"
+            f"X-Upstream-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Upstream: yes\r\n\r\n"
+        ).encode()
+        writer.write(head if req.method == "HEAD" else head + body)
+        await writer.drain()
+        return True
+
+
+async def _read_request(reader: asyncio.StreamReader) -> Recorded | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    method, target, _version = lines[0].split(" ")
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers.append((name, value.strip()))
+    lower = {k.lower(): v for k, v in headers}
+    body = b""
+    if lower.get("transfer-encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line[:-2], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                break
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        body = b"".join(parts)
+    elif "content-length" in lower:
+        body = await reader.readexactly(int(lower["content-length"]))
+    return Recorded(method, target, headers, body)
