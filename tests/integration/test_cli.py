@@ -1,0 +1,124 @@
+"""The command line as a user runs it: real processes, real files, real signals."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import REPO, free_port
+
+
+def fastgw(*args: str, stdin: bytes = b"", cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run(
+        [sys.executable, "-m", "fastgw", *args], input=stdin, capture_output=True, env=env, cwd=cwd, timeout=30
+    )
+
+
+def test_check_accepts_a_valid_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("upstreams: {a: {targets: ['http://127.0.0.1:9']}}\nroutes: [{path: /x/*, upstream: a}]\n")
+    result = fastgw("check", "-c", str(cfg))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_reports_every_error_with_its_key_path(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(
+        "server: {workers: many, listen: nowhere}\n"
+        "upstreams: {bill: {targets: ['http://127.0.0.1:9']}}\n"
+        "routes:\n"
+        "  - {path: /a, upstream: bill}\n"
+        "  - {path: /b, upstream: bilin}\n"
+        "  - {path: /a, upstream: bill}\n"
+        "  - {path: /c, upstream: bill, colour: red}\n"
+    )
+    result = fastgw("check", "-c", str(cfg))
+    assert result.returncode == 1
+    out = result.stdout.decode()
+    assert "server.workers:" in out
+    assert "server.listen:" in out
+    assert "routes[1].upstream: unknown upstream 'bilin'" in out
+    assert "routes[2].path: duplicate route" in out
+    assert "routes[3].colour: unknown key" in out
+
+
+def test_run_refuses_an_invalid_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("routes: [{path: /x, upstream: nope}]\n")
+    result = fastgw("run", "-c", str(cfg))
+    assert result.returncode == 1
+    assert b"routes[0].upstream: unknown upstream 'nope'" in result.stderr
+    assert b"Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert fastgw().returncode == 2
+    assert fastgw("run").returncode == 2
+    assert fastgw("frobnicate").returncode == 2
+
+
+def test_sign_and_verify_spec_vector() -> None:
+    args = [
+        "--secret",
+        "test-signing-secret",
+        "--method",
+        "POST",
+        "--path",
+        "/api/service/svc_1/endpoint/ep_9/invoke?mode=fast",
+        "--timestamp",
+        "1767225600",
+        "--user",
+        "usr_abc123",
+        "--role",
+        "admin",
+        "--app",
+        "app_main",
+        "--plan",
+        "pro",
+    ]
+    body = b'{"hello":"world"}'
+    signed = fastgw("sign", *args, stdin=body)
+    expected = "v2=09472f5aab971fa69f410e14292bb60c841a7cc614af09dbd4939e7fa331b556"
+    assert signed.stdout.decode().strip() == expected
+    assert fastgw("verify", *args, "--signature", expected, stdin=body).returncode == 0
+    assert fastgw("verify", *args, "--signature", expected, stdin=body + b" ").returncode == 1
+
+
+def test_demo_serves_its_printed_curl_lines() -> None:
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fastgw", "demo", "--listen", f"127.0.0.1:{port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().decode()
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        curls = [line.strip() for line in lines if line.strip().startswith("curl ")]
+        assert len(curls) >= 4
+        for curl in curls:
+            argv = shlex.split(curl)
+            if "/nowhere" not in curl:
+                argv.insert(1, "--fail-with-body")
+            result = subprocess.run([*argv, "--max-time", "5"], capture_output=True, timeout=10)
+            assert result.returncode == 0, (curl, result.stdout, result.stderr)
+            assert result.stdout, curl
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        if proc.stdout is not None:
+            proc.stdout.close()
