@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .access_log import AccessLog
+from .auth.authenticator import Authenticator
+from .auth.principal import Principal
 from .config import Config, RouteConfig
 from .forwarding import Network, parse_networks
 from .metrics import Metrics
+from .ratelimit import Limiter
 from .routing import RouteSpec, RouteTable
 from .upstream.pool import Upstream
 
@@ -52,9 +55,11 @@ class Gateway:
             for name, u in config.upstreams.items()
         }
         ids = config.identity_headers
-        self.identity_header_names = frozenset(
-            h.lower() for h in (ids.user_id, ids.role, ids.app_key, ids.plan, ids.scopes)
-        )
+        self._identity_names = (ids.user_id, ids.role, ids.app_key, ids.plan, ids.scopes)
+        self.identity_header_names = frozenset(h.lower() for h in self._identity_names)
+        self.identity_and_authorization = self.identity_header_names | {"authorization"}
+        self.auth = Authenticator(config, metrics)
+        self.limiter = Limiter(config, metrics)
         self.routes = tuple(self._compile_route(r) for r in config.routes)
         self.table = RouteTable(
             [
@@ -75,6 +80,17 @@ class Gateway:
             read_timeout = upstream.read_timeout if upstream else 60.0
         body_limit = rc.body_limit if rc.body_limit is not None else self.body_limit
         return Route(rc.path, rc, upstream, rewrite, body_limit, read_timeout)
+
+    def identity_headers(self, principal: Principal) -> tuple[tuple[str, str], ...]:
+        """The identity headers injected upstream for an authenticated caller (SPEC 4)."""
+        user_id, role, app_key, plan, scopes = self._identity_names
+        return (
+            (user_id, principal.user_id),
+            (role, principal.role),
+            (app_key, principal.app_key),
+            (plan, principal.plan),
+            (scopes, " ".join(principal.scopes)),
+        )
 
     def take_connections_from(self, old: Gateway) -> None:
         """Keep warm upstream pools across a reload when an upstream's targets are unchanged."""

@@ -24,8 +24,10 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from .access_log import AccessRecord, utc_timestamp
+from .auth.principal import Principal
 from .errors import LocalReply, encode, error_body
 from .forwarding import (
+    client_ip,
     client_response_headers,
     connection_tokens,
     is_trusted,
@@ -50,11 +52,12 @@ _GATEWAY_PREFIXES = ("x-gateway-",)
 class ClientContext:
     """Per-connection facts the server knows before any request is parsed."""
 
-    __slots__ = ("remote_ip", "protocol")
+    __slots__ = ("remote_ip", "protocol", "cert_user")
 
-    def __init__(self, remote_ip: str, protocol: str) -> None:
+    def __init__(self, remote_ip: str, protocol: str, cert_user: str | None = None) -> None:
         self.remote_ip = remote_ip
         self.protocol = protocol
+        self.cert_user = cert_user  # subject CN of a verified TLS client certificate
 
     def __str__(self) -> str:  # Tornado logs the context when a client sends garbage
         return self.remote_ip
@@ -101,6 +104,9 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.upstream_conn: UpstreamConnection | None = None
         self.upstream_started = 0.0
         self.user_id: str | None = None
+        self.principal: Principal | None = None
+        self.client_ip = context.remote_ip
+        self.limit_headers: tuple[tuple[str, str], ...] = ()
         self.has_body = False
         self.chunked_upstream = False
         self.body_received = 0
@@ -171,7 +177,7 @@ class Exchange(httputil.HTTPMessageDelegate):
             query = self.query
             if route.config.query_token:
                 query = without_token_param(query)
-            return self._open_upstream(forward_path, query)
+            return self._admit(route, forward_path, query)
         except LocalReply as reply:
             self._answer_error(reply)
             return None
@@ -219,6 +225,8 @@ class Exchange(httputil.HTTPMessageDelegate):
             return
         self.last_activity = time.monotonic()
         out, has_length = client_response_headers(headers, self.request_id)
+        for name, value in self.limit_headers:
+            out[name] = value
         if self.http10 and not has_length:
             # A 1.0 client can only find the end of an unframed body by the connection closing.
             self.conn._disconnect_on_finish = True
@@ -309,6 +317,33 @@ class Exchange(httputil.HTTPMessageDelegate):
             self.content_length = int(first)
             self.has_body = self.content_length > 0
 
+    async def _admit(self, route: Route, forward_path: str, query: str) -> None:
+        """Authenticate, authorise and rate-limit, in SPEC section 4's order, then forward."""
+        gw = self.gw
+        rc = route.config
+        try:
+            if rc.auth in ("required", "optional"):
+                principal = await gw.auth.admit(rc, self.headers, self.query, self.context.cert_user)
+                if principal is not None:
+                    self.principal = principal
+                    self.user_id = principal.user_id
+            self.client_ip = client_ip(
+                self.context.remote_ip, self.headers.get("X-Forwarded-For"), gw.trusted_proxies
+            )
+            self.limit_headers = await gw.limiter.check(
+                route.pattern, rc, self.principal, self.client_ip, self.headers
+            )
+            if rc.quota:
+                await gw.limiter.check_quota(rc, self.principal)
+        except LocalReply as reply:
+            self._answer_error(reply)
+            return
+        except Exception:
+            log.exception("request %s failed while being admitted", self.request_id)
+            self._answer_error(LocalReply("INTERNAL_ERROR", "Internal error"))
+            return
+        await self._open_upstream(forward_path, query)
+
     async def _open_upstream(self, forward_path: str, query: str) -> None:
         try:
             await self._connect_and_send(forward_path, query)
@@ -367,18 +402,26 @@ class Exchange(httputil.HTTPMessageDelegate):
                 forwarded_for = f"{xff}, {remote_ip}"
             proto = headers.get("X-Forwarded-Proto", proto)
             host = headers.get("X-Forwarded-Host", host)
+        principal = self.principal
+        gw = self.gw
+        extra = upstream.extra_headers
+        drop = gw.identity_header_names
+        if principal is not None:
+            extra = (*extra, *gw.identity_headers(principal))
+            if principal.consumed_authorization:
+                drop = gw.identity_and_authorization
         self.head = upstream_request_head(
             self.method,
             f"{path}?{query}" if query else path,
             headers,
-            drop=self.gw.identity_header_names,
+            drop=drop,
             drop_prefixes=_GATEWAY_PREFIXES,
             host=target.host_header,
             forwarded_for=forwarded_for,
             forwarded_proto=proto,
             forwarded_host=host,
             request_id=self.request_id,
-            extra=upstream.extra_headers,
+            extra=extra,
             framing=framing,
         )
         conn.begin(self, self.head, self.method == "HEAD")
@@ -469,6 +512,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         headers = httputil.HTTPHeaders(
             {"Content-Type": _JSON, "Content-Length": str(len(body)), "X-Request-Id": self.request_id}
         )
+        for name, value in self.limit_headers:
+            headers[name] = value
         for name, value in extra:
             headers[name] = value
         if close:

@@ -1,0 +1,171 @@
+"""The credential chain and the role/scope check, in SPEC section 4's order."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Awaitable
+from http.cookies import CookieError, SimpleCookie
+from typing import Protocol
+
+from tornado.httputil import HTTPHeaders
+
+from ..config import Config, RouteConfig
+from ..errors import LocalReply
+from ..forwarding import token_param
+from ..metrics import Metrics
+from .principal import Principal
+
+# Printable ASCII without '|': identity values end up in headers and in the signing context.
+_IDENTITY_RE = re.compile(r"[ -{}~]*")
+
+
+class AuthFailure(Exception):
+    """A present credential that does not verify; ``reason`` labels the metric."""
+
+    def __init__(self, reason: str, message: str = "Invalid or expired credentials") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class TokenVerifier(Protocol):
+    """Turns a bearer token into a Principal or raises ``AuthFailure``."""
+
+    def verify(self, token: str) -> Awaitable[Principal]: ...
+
+
+class CookieVerifier(Protocol):
+    cookie_name: str
+
+    def verify(self, cookie_value: str) -> Awaitable[Principal]: ...
+
+
+def fingerprint(secret: str) -> str:
+    """A short, stable, non-reversible name for a credential (rate-limit keys, never logged raw)."""
+    return hashlib.sha256(secret.encode()).hexdigest()[:32]
+
+
+def checked_principal(principal: Principal) -> Principal:
+    """Refuse identities that could inject a header line or forge a signing context."""
+    values = (principal.user_id, principal.role, principal.app_key, principal.plan, *principal.scopes)
+    if not principal.user_id or not all(_IDENTITY_RE.fullmatch(v) for v in values):
+        raise AuthFailure("bad_identity")
+    if any(" " in scope or not scope for scope in principal.scopes):
+        raise AuthFailure("bad_identity")
+    return principal
+
+
+class Authenticator:
+    """Decides who the caller is (401) and whether they may use a route (403).
+
+    ``api_tokens``, ``jwt`` and ``session`` are verifiers plugged in by the gateway when the
+    config enables them; static tokens live here because they are just a lookup.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        *,
+        api_tokens: TokenVerifier | None = None,
+        jwt: TokenVerifier | None = None,
+        session: CookieVerifier | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.static: dict[str, Principal] = {
+            t.token: Principal(
+                user_id=t.user_id,
+                role=t.role,
+                app_key=t.app_key,
+                plan=t.plan,
+                scopes=tuple(t.scopes),
+                source="static",
+                token_fingerprint=fingerprint(t.token),
+            )
+            for t in config.auth.tokens
+        }
+        self.api_token_prefix = config.auth.api_tokens.prefix if config.auth.api_tokens.enabled else None
+        self.api_tokens = api_tokens
+        self.jwt = jwt
+        self.session = session
+
+    async def authenticate(
+        self, headers: HTTPHeaders, query: str, query_token: bool, cert_user: str | None
+    ) -> Principal | None:
+        """The caller's principal, None when no credential is present, or a 401 LocalReply."""
+        try:
+            authorization = headers.get_list("Authorization")
+            if authorization:
+                if len(authorization) > 1:
+                    raise AuthFailure("malformed", "Multiple Authorization headers")
+                return await self.from_bearer(_bearer(authorization[0]))
+            if query_token:
+                token = token_param(query)
+                if token is not None:
+                    return await self.from_bearer(token)
+            if self.session is not None:
+                cookie = _cookie(headers, self.session.cookie_name)
+                if cookie is not None:
+                    return checked_principal(await self.session.verify(cookie))
+            if cert_user is not None:
+                return checked_principal(Principal(user_id=cert_user, source="cert"))
+            return None
+        except AuthFailure as failure:
+            self.metrics.auth_failures.labels(failure.reason).inc()
+            raise LocalReply("UNAUTHORIZED", failure.message) from None
+
+    async def from_bearer(self, token: str) -> Principal:
+        static = self.static.get(token)
+        if static is not None:
+            return static
+        prefix = self.api_token_prefix
+        if prefix is not None and token.startswith(prefix):
+            if self.api_tokens is None:
+                raise AuthFailure("invalid_token")
+            return checked_principal(await self.api_tokens.verify(token))
+        if self.jwt is not None and token.count(".") == 2:
+            return checked_principal(await self.jwt.verify(token))
+        raise AuthFailure("invalid_token")
+
+    async def admit(
+        self, route: RouteConfig, headers: HTTPHeaders, query: str, cert_user: str | None
+    ) -> Principal | None:
+        """Authenticate for ``route`` (``auth: required|optional``) and check roles and scopes."""
+        principal = await self.authenticate(headers, query, route.query_token, cert_user)
+        if principal is None:
+            if route.auth == "required":
+                self.metrics.auth_failures.labels("missing").inc()
+                raise LocalReply("UNAUTHORIZED", "Authentication required")
+            return None
+        self.authorize(route.roles, route.scopes, principal)
+        return principal
+
+    def authorize(self, roles: list[str], scopes: list[str], principal: Principal) -> None:
+        if roles and principal.role not in roles:
+            self.metrics.auth_failures.labels("forbidden_role").inc()
+            raise LocalReply("FORBIDDEN", "Insufficient role")
+        if scopes and not set(scopes).issubset(principal.scopes):
+            self.metrics.auth_failures.labels("forbidden_scope").inc()
+            raise LocalReply("FORBIDDEN", "Insufficient scope")
+
+
+def _bearer(value: str) -> str:
+    scheme, _, token = value.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise AuthFailure("malformed", "Malformed Authorization header")
+    return token
+
+
+def _cookie(headers: HTTPHeaders, name: str) -> str | None:
+    values = headers.get_list("Cookie")
+    if not values:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load("; ".join(values))
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None and morsel.value else None
