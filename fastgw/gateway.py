@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from .access_log import AccessLog
 from .auth.authenticator import Authenticator
 from .auth.principal import Principal
+from .builtin import BuiltinEndpoints
+from .builtin.registry import BUILTIN_MODULES
 from .config import Config, RouteConfig
 from .forwarding import Network, parse_networks
 from .metrics import Metrics
@@ -60,6 +62,9 @@ class Gateway:
         self.identity_and_authorization = self.identity_header_names | {"authorization"}
         self.auth = Authenticator(config, metrics)
         self.limiter = Limiter(config, metrics)
+        self.builtins = BuiltinEndpoints()
+        for register in BUILTIN_MODULES:
+            register(self.builtins, self)
         self.routes = tuple(self._compile_route(r) for r in config.routes)
         self.table = RouteTable(
             [

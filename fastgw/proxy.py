@@ -25,6 +25,7 @@ from tornado.iostream import StreamClosedError
 
 from .access_log import AccessRecord, utc_timestamp
 from .auth.principal import Principal
+from .builtin import BuiltinRequest, Endpoint
 from .errors import LocalReply, encode, error_body
 from .forwarding import (
     client_ip,
@@ -107,6 +108,9 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.principal: Principal | None = None
         self.client_ip = context.remote_ip
         self.limit_headers: tuple[tuple[str, str], ...] = ()
+        self.buffer: bytearray | None = None
+        self.endpoint: Endpoint | None = None
+        self.endpoint_params: dict[str, str] = {}
         self.has_body = False
         self.chunked_upstream = False
         self.body_received = 0
@@ -155,6 +159,16 @@ class Exchange(httputil.HTTPMessageDelegate):
                 self._answer(200, encode({"status": "ok", "timestamp": utc_timestamp()}))
                 return None
             gw = self.gw
+            endpoint, params, allowed = gw.builtins.match(self.method, path)
+            if endpoint is not None:
+                self.route_label = endpoint.pattern
+                if self.content_length is not None and self.content_length > gw.body_limit:
+                    raise LocalReply("PAYLOAD_TOO_LARGE", "Request body too large")
+                return self._admit_builtin(endpoint, params)
+            if allowed is not None:
+                raise LocalReply(
+                    "METHOD_NOT_ALLOWED", "Method not allowed", headers=(("Allow", ", ".join(allowed)),)
+                )
             route_id, _params, tail_start = gw.table.match(self.method, path)
             if route_id < 0:
                 if route_id == -2:
@@ -193,6 +207,9 @@ class Exchange(httputil.HTTPMessageDelegate):
         if self.body_received > self.body_limit:
             self._fail_request(LocalReply("PAYLOAD_TOO_LARGE", "Request body too large"))
             return None
+        if self.buffer is not None:
+            self.buffer += chunk
+            return None
         conn = self.upstream_conn
         if conn is None or conn.closed:
             return None
@@ -208,6 +225,9 @@ class Exchange(httputil.HTTPMessageDelegate):
             return
         if self.pending is not None:
             self._respond(*self.pending)
+            return
+        if self.endpoint is not None:
+            asyncio.ensure_future(self._run_builtin())
             return
         conn = self.upstream_conn
         if conn is not None and self.chunked_upstream and not conn.closed:
@@ -343,6 +363,51 @@ class Exchange(httputil.HTTPMessageDelegate):
             self._answer_error(LocalReply("INTERNAL_ERROR", "Internal error"))
             return
         await self._open_upstream(forward_path, query)
+
+    async def _admit_builtin(self, endpoint: Endpoint, params: dict[str, str]) -> None:
+        """Rate-limit a built-in endpoint, then collect its (small) body for ``finish``."""
+        self.client_ip = client_ip(
+            self.context.remote_ip, self.headers.get("X-Forwarded-For"), self.gw.trusted_proxies
+        )
+        if endpoint.rate_limited:
+            try:
+                self.limit_headers = await self.gw.limiter.check(
+                    endpoint.pattern, None, None, self.client_ip, self.headers
+                )
+            except LocalReply as reply:
+                self._answer_error(reply)
+                return
+        self.endpoint = endpoint
+        self.endpoint_params = params
+        self.buffer = bytearray()
+
+    async def _run_builtin(self) -> None:
+        endpoint = self.endpoint
+        assert endpoint is not None
+        request = BuiltinRequest(
+            method=self.method,
+            path=self.path,
+            query=self.query,
+            params=self.endpoint_params,
+            headers=self.headers,
+            body=bytes(self.buffer or b""),
+            client_ip=self.client_ip,
+            request_id=self.request_id,
+            cert_user=self.context.cert_user,
+            gateway=self.gw,
+        )
+        try:
+            response = await endpoint.handler(request)
+        except LocalReply as reply:
+            self.user_id = request.principal.user_id if request.principal else None
+            self._write_local(reply)
+            return
+        except Exception:
+            log.exception("built-in endpoint %s failed (request %s)", endpoint.pattern, self.request_id)
+            self._write_local(LocalReply("INTERNAL_ERROR", "Internal error"))
+            return
+        self.user_id = request.principal.user_id if request.principal else None
+        self._respond(response.status, response.body, response.headers)
 
     async def _open_upstream(self, forward_path: str, query: str) -> None:
         try:
@@ -509,9 +574,12 @@ class Exchange(httputil.HTTPMessageDelegate):
         if self.done:
             return
         self.pending = None
-        headers = httputil.HTTPHeaders(
-            {"Content-Type": _JSON, "Content-Length": str(len(body)), "X-Request-Id": self.request_id}
-        )
+        if status == 204:
+            headers = httputil.HTTPHeaders({"X-Request-Id": self.request_id})
+        else:
+            headers = httputil.HTTPHeaders(
+                {"Content-Type": _JSON, "Content-Length": str(len(body)), "X-Request-Id": self.request_id}
+            )
         for name, value in self.limit_headers:
             headers[name] = value
         for name, value in extra:

@@ -103,3 +103,16 @@ def test_optional_auth(upstream: UpstreamServer, start_gateway: Any) -> None:
     assert gw.request("GET", "/open/x", headers=bearer(OPS))[0] == 200
     assert upstream.requests[-1].header("X-User-Id") == "ops"
     assert gw.request("GET", "/open/x", headers=bearer("bad"))[0] == 401
+
+
+def test_me_endpoint(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(config(upstream))
+    status, _, body = gw.request("GET", "/api/v1/me", headers=bearer(OPS))
+    assert status == 200
+    doc = json.loads(body)
+    assert doc["ok"] is True
+    assert doc["data"]["userId"] == "ops" and doc["data"]["role"] == "admin"
+    status, _, body = gw.request("GET", "/api/v1/me")
+    assert status == 401 and json.loads(body)["error"]["code"] == "UNAUTHORIZED"
+    status, headers, _ = gw.request("POST", "/api/v1/me", headers=bearer(OPS))
+    assert status == 405 and headers["allow"] == "GET"

@@ -16,7 +16,12 @@ from tests.conftest import REPO, free_port
 def fastgw(*args: str, stdin: bytes = b"", cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run(
-        [sys.executable, "-m", "fastgw", *args], input=stdin, capture_output=True, env=env, cwd=cwd, timeout=30
+        [sys.executable, "-m", "fastgw", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        cwd=cwd,
+        timeout=30,
     )
 
 

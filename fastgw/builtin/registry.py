@@ -1,0 +1,15 @@
+"""Every module that serves built-in endpoints, in registration order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import BuiltinEndpoints, me
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
+
+Register = Callable[[BuiltinEndpoints, "Gateway"], None]
+
+BUILTIN_MODULES: tuple[Register, ...] = (me.register,)
