@@ -31,6 +31,7 @@ from tornado.tcpserver import TCPServer
 from . import speedups
 from .access_log import AccessLog
 from .config import Config, parse_listen
+from .connection import adopt
 from .gateway import Gateway
 from .metrics import Metrics
 from .proxy import ClientContext, Exchange, InflightCounter
@@ -48,18 +49,23 @@ class GatewayServer(TCPServer, httputil.HTTPServerConnectionDelegate):
         self.gateway = gateway
         self.protocol = "https" if ssl_options is not None else "http"
         server = gateway.config.server
+        # Head timing is the stream's job (see connection.py): Tornado's single timer would
+        # make the keep-alive idle wait and the header deadline the same number.
         self.params = HTTP1ConnectionParameters(
             max_header_size=server.max_header_bytes,
-            header_timeout=server.idle_timeout,
+            header_timeout=None,
             max_body_size=_UNLIMITED_BODY,
             decompress=False,
         )
+        self.idle_timeout = server.idle_timeout
+        self.header_timeout = server.header_timeout
         self.connections: set[HTTP1ServerConnection] = set()
         self.inflight = InflightCounter()
         self.draining = False
 
     def handle_stream(self, stream: IOStream, address: tuple[str, int] | str) -> None:
         remote_ip = address[0] if isinstance(address, tuple) else "unix"
+        adopt(stream, self.idle_timeout, self.header_timeout)
         conn = HTTP1ServerConnection(stream, self.params, ClientContext(remote_ip, self.protocol))
         self.connections.add(conn)
         conn.start_serving(self)

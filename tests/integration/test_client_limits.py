@@ -1,0 +1,134 @@
+"""Slow and oversized clients: header deadline, idle keep-alive, 431, body limits."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+from tests.upstream_server import UpstreamServer
+
+
+def config(upstream: UpstreamServer, **server: Any) -> dict[str, Any]:
+    return {
+        "server": {"header_timeout": "1s", "idle_timeout": "3s", "body_limit": "64KiB", **server},
+        "upstreams": {"svc": {"targets": [upstream.url]}},
+        "routes": [
+            {"path": "/api/*", "upstream": "svc", "auth": "none"},
+            {"path": "/small/*", "upstream": "svc", "auth": "none", "body_limit": "1KiB"},
+        ],
+    }
+
+
+def read_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
+def test_slow_header_client_is_cut_while_others_are_served(
+    upstream: UpstreamServer, start_gateway: Any
+) -> None:
+    gw = start_gateway(config(upstream))
+    slow = socket.create_connection(("127.0.0.1", gw.port))
+    started = time.monotonic()
+    closed_after: list[float] = []
+
+    def trickle() -> None:
+        try:
+            for byte in b"GET /api/slow HTTP/1.1\r\nHost: x\r\n":
+                slow.sendall(bytes([byte]))
+                time.sleep(0.1)
+        except OSError:
+            pass
+
+    def watch() -> None:
+        read_until_closed(slow, timeout=10)
+        closed_after.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=trickle), threading.Thread(target=watch)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)
+    # A normal client is served while the slow one is still trickling.
+    status, _, _ = gw.request("GET", "/api/normal")
+    assert status == 200
+    assert time.monotonic() - started < 1.0
+    for thread in threads:
+        thread.join(15)
+    slow.close()
+    assert closed_after and closed_after[0] < 2.5
+    assert all(r.target != "/api/slow" for r in upstream.requests)
+
+
+def test_idle_keep_alive_survives_past_header_timeout(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(config(upstream))
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    conn.request("GET", "/api/1")
+    conn.getresponse().read()
+    time.sleep(1.5)  # longer than header_timeout, shorter than idle_timeout
+    conn.request("GET", "/api/2")
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_silent_connection_is_dropped_at_header_timeout(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(config(upstream))
+    with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        started = time.monotonic()
+        assert read_until_closed(sock) == b""
+        assert time.monotonic() - started < 2.5
+
+
+def test_oversized_headers_get_431(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(config(upstream, max_header_bytes="8KiB"))
+    with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(b"GET /api/x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 10000 + b"\r\n\r\n")
+        response = read_until_closed(sock)
+    assert response.startswith(b"HTTP/1.1 431")
+    body = json.loads(response.split(b"\r\n\r\n", 1)[1])
+    assert body["error"]["code"] == "HEADERS_TOO_LARGE"
+    assert upstream.requests == []
+    assert gw.request("GET", "/api/after")[0] == 200
+
+
+def test_body_over_limit_from_content_length_is_413(upstream: UpstreamServer, start_gateway: Any) -> None:
+    gw = start_gateway(config(upstream))
+    with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(b"POST /small/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n")
+        response = read_until_closed(sock)
+    assert response.startswith(b"HTTP/1.1 413")
+    assert b'"PAYLOAD_TOO_LARGE"' in response
+    assert upstream.requests == []
+
+
+def test_chunked_body_over_limit_is_413_and_upstream_aborted(
+    upstream: UpstreamServer, start_gateway: Any
+) -> None:
+    gw = start_gateway(config(upstream))
+    with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 16384
+        try:
+            for _ in range(8):
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                time.sleep(0.05)
+        except OSError:
+            pass
+        response = read_until_closed(sock)
+    assert response.startswith(b"HTTP/1.1 413")
+    assert b'"PAYLOAD_TOO_LARGE"' in response
+    time.sleep(0.2)
+    # The upstream never saw a complete request: its chunked read was cut short.
+    assert all(r.target != "/api/upload" for r in upstream.requests)
