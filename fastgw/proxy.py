@@ -38,7 +38,7 @@ from .forwarding import (
 )
 from .routing import PathError, normalize_path, rewrite_path
 from .upstream.client import UpstreamConnection
-from .upstream.pool import ConnectFailed, Target, Upstream
+from .upstream.pool import ConnectFailed, PoolExhausted, Target, Upstream
 
 if TYPE_CHECKING:
     from .gateway import Gateway, Route
@@ -297,13 +297,20 @@ class Exchange(httputil.HTTPMessageDelegate):
         upstream, target = self.upstream, self.target
         if conn is not None and upstream is not None and target is not None:
             upstream.release(target, conn, ok=False)
-            upstream.record_failure(target)
-            self.gw.metrics.upstream_error(upstream.name, reason)
-            if self.reused and not self.response_started and not self.has_body:
-                # A pooled connection the upstream closed as we reused it: try a fresh one.
+            if (
+                self.reused
+                and reason == "upstream_reset"
+                and not self.response_started
+                and not self.has_body
+                and self.method in _IDEMPOTENT
+            ):
+                # A pooled connection the upstream closed as we reused it (a keep-alive race,
+                # not a sick target): try once more on a fresh connection.
                 self.reused = False
                 asyncio.ensure_future(self._retry_fresh(upstream, target))
                 return
+            upstream.record_failure(target)
+            self.gw.metrics.upstream_error(upstream.name, reason)
         if self.response_started:
             self._abort_client(reason)
         elif reason == "timeout":
@@ -424,12 +431,18 @@ class Exchange(httputil.HTTPMessageDelegate):
             self._fail_request(LocalReply("SERVICE_UNAVAILABLE", "No healthy upstream target"))
             return
         self.upstream_started = time.monotonic()
-        attempts = 1 + (upstream.retries if self.method in _IDEMPOTENT and not self.has_body else 0)
+        # A connect failure sent nothing upstream (the body is not read until we are connected),
+        # so idempotent requests may try another target.
+        attempts = 1 + (upstream.retries if self.method in _IDEMPOTENT else 0)
         conn: UpstreamConnection | None = None
         for attempt in range(attempts):
             try:
                 conn, self.reused = await upstream.connect(target)
                 break
+            except PoolExhausted:
+                self.gw.metrics.upstream_error(upstream.name, "pool_exhausted")
+                self._fail_request(LocalReply("SERVICE_UNAVAILABLE", "Upstream connection limit reached"))
+                return
             except ConnectFailed:
                 self.gw.metrics.upstream_error(upstream.name, "connect")
                 if attempt + 1 < attempts:
@@ -497,7 +510,7 @@ class Exchange(httputil.HTTPMessageDelegate):
     async def _retry_fresh(self, upstream: Upstream, target: Target) -> None:
         try:
             conn, _ = await upstream.connect(target)
-        except ConnectFailed:
+        except (ConnectFailed, PoolExhausted):
             self._fail_request(LocalReply("BAD_GATEWAY", "Upstream connection failed"))
             return
         if self.done:

@@ -65,6 +65,9 @@ class UpstreamServer:
         return self
 
     def stop(self) -> None:
+        if self.loop.is_closed() or not self._thread.is_alive():
+            return
+
         def shutdown() -> None:
             if self._server is not None:
                 self._server.close()

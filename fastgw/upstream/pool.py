@@ -23,6 +23,10 @@ class ConnectFailed(Exception):
     """The target could not be reached (refused, unreachable, or connect timeout)."""
 
 
+class PoolExhausted(Exception):
+    """``max_connections`` were busy for longer than the connect timeout."""
+
+
 @dataclass(eq=False)
 class Target:
     """One upstream address with its idle connections and passive health state."""
@@ -78,6 +82,8 @@ class Upstream:
         self.extra_headers = tuple((headers or {}).items())
         self._next = 0
         self._ssl: ssl.SSLContext | None = None
+        self.active = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
 
     def pick(self, exclude: Target | None = None) -> Target | None:
         """Choose a live target (round robin or least active), or None when all are ejected."""
@@ -87,13 +93,48 @@ class Upstream:
             live = [t for t in self.targets if t.ejected_until <= now]
             if not live:
                 return None
-        if self.balance == "least_conn":
-            return min(live, key=lambda t: t.active)
         self._next = (self._next + 1) % len(live)
+        if self.balance == "least_conn":
+            # Fewest active connections; ties rotate so idle targets share the load.
+            rotated = live[self._next :] + live[: self._next]
+            return min(rotated, key=lambda t: t.active)
         return live[self._next]
 
     async def connect(self, target: Target) -> tuple[UpstreamConnection, bool]:
-        """An idle pooled connection to ``target`` or a new one; the bool says it was reused."""
+        """An idle pooled connection to ``target`` or a new one; the bool says it was reused.
+
+        At ``max_connections`` busy connections the caller queues for up to the connect timeout
+        (a bounded wait, then ``PoolExhausted``) instead of opening more sockets than asked.
+        """
+        if self.active >= self.max_connections:
+            await self._wait_for_slot()
+        self.active += 1
+        try:
+            return await self._connect(target)
+        except BaseException:
+            self._free_slot()
+            raise
+
+    async def _wait_for_slot(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, self.connect_timeout)
+        except TimeoutError:
+            raise PoolExhausted() from None
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+
+    def _free_slot(self) -> None:
+        self.active -= 1
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+
+    async def _connect(self, target: Target) -> tuple[UpstreamConnection, bool]:
         idle = target.idle
         while idle:
             conn = idle.pop()
@@ -122,6 +163,7 @@ class Upstream:
     def release(self, target: Target, conn: UpstreamConnection, ok: bool) -> None:
         """Return a connection after its exchange; reusable ones go back to the idle pool."""
         target.active -= 1
+        self._free_slot()
         if ok:
             target.failures = 0
         if conn.reusable and not conn.closed and len(target.idle) < _MAX_IDLE_PER_TARGET:
