@@ -116,9 +116,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["workers"] = args.workers
     if overrides:
         config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, **overrides))
+    if config.server.workers != 1:
+        _enable_multiprocess_metrics()
     from .server import run as serve
 
-    return serve(config)
+    return serve(config, config_path=args.config)
+
+
+def _enable_multiprocess_metrics() -> None:
+    """Point prometheus-client at a shared directory before it is first imported.
+
+    Its value class is chosen at import time, so this must run before fastgw.server (and so
+    fastgw.metrics) is imported.
+    """
+    import atexit
+    import os
+    import shutil
+    import tempfile
+
+    if "prometheus_client" in sys.modules or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = tempfile.mkdtemp(prefix="fastgw-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    parent = os.getpid()
+    atexit.register(lambda: os.getpid() == parent and shutil.rmtree(directory, ignore_errors=True))
 
 
 def _sign_or_verify(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -30,7 +31,7 @@ from tornado.tcpserver import TCPServer
 
 from . import speedups
 from .access_log import AccessLog
-from .config import Config, parse_listen
+from .config import Config, ConfigError, load_config, parse_listen
 from .connection import adopt
 from .gateway import Gateway
 from .metrics import Metrics
@@ -110,49 +111,108 @@ def bind(listen: str) -> list[socket.socket]:
     return bind_sockets(port, host or None, reuse_port=False)
 
 
+class Lifecycle:
+    """One worker's serving state: the current gateway, reloads, and the drain on shutdown."""
+
+    def __init__(self, config: Config, config_path: str | None, sockets: list[socket.socket]) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.metrics = Metrics()
+        self.access_log = AccessLog(config.server.access_log)
+        self.gateway = Gateway(config, self.metrics, self.access_log)
+        self.server = GatewayServer(self.gateway, _tls_context(config))
+        self.server.add_sockets(sockets)
+        self.sockets = sockets
+        self.stopping = asyncio.Event()
+        self._retired: list[Gateway] = []
+
+    def reload(self) -> None:
+        """SIGHUP: swap in a new gateway for new requests; keep the old one on any error.
+
+        In-flight requests keep the gateway they started with. Settings bound to the listening
+        sockets (listen, workers, tls, metrics_listen) need a restart and are reported as such.
+        """
+        if self.config_path is None:
+            log.warning("reload requested but the gateway was not started from a file")
+            return
+        try:
+            config = load_config(self.config_path)
+            new = Gateway(config, self.metrics, self.access_log)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", "; ".join(exc.errors))
+            return
+        except Exception as exc:  # a config that validates but cannot be built (e.g. bad TLS file)
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        old_server, new_server = self.config.server, config.server
+        for key in ("listen", "workers", "metrics_listen", "tls"):
+            if getattr(old_server, key) != getattr(new_server, key):
+                log.warning("reload: server.%s changed; it takes effect on restart", key)
+        old = self.gateway
+        new.take_connections_from(old)
+        self.gateway = self.server.gateway = new
+        self.access_log.enabled = new_server.access_log
+        self.config = config
+        self._retired.append(old)
+        asyncio.get_running_loop().call_later(max(new_server.shutdown_grace, 1.0), self._close_retired, old)
+        log.info("config reloaded from %s: %d routes", self.config_path, len(new.routes))
+        on_reload = getattr(new, "on_reload", None)
+        if callable(on_reload):
+            on_reload()
+
+    def _close_retired(self, old: Gateway) -> None:
+        if old in self._retired:
+            self._retired.remove(old)
+            old.close()
+
+    async def drain(self) -> None:
+        """Stop accepting, let in-flight requests finish up to shutdown_grace, then close."""
+        grace = self.config.server.shutdown_grace
+        log.info("shutting down: draining for up to %ss", grace)
+        self.server.stop()
+        self.server.draining = True
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and self.server.inflight.count > 0:
+            await asyncio.sleep(0.05)
+        for conn in list(self.server.connections):
+            await conn.close()
+        for gateway in (self.gateway, *self._retired):
+            gateway.close()
+        self.access_log.flush()
+
+
 async def serve_forever(
     config: Config,
     sockets: list[socket.socket],
     *,
+    config_path: str | None = None,
+    serve_metrics: bool = True,
     on_ready: Callable[[], None] | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT, then drain in-flight requests for up to ``shutdown_grace``."""
-    metrics = Metrics()
-    access_log = AccessLog(config.server.access_log)
-    gateway = Gateway(config, metrics, access_log)
-    server = GatewayServer(gateway, _tls_context(config))
-    server.add_sockets(sockets)
+    """Serve until SIGTERM/SIGINT, reloading on SIGHUP; then drain and return the exit code."""
+    life = Lifecycle(config, config_path, sockets)
     metrics_server: HTTPServer | None = None
-    if config.server.metrics_listen:
+    if serve_metrics and config.server.metrics_listen:
         host, port = parse_listen(config.server.metrics_listen)
-        app = tornado.web.Application([(r"/metrics", _MetricsHandler, {"metrics": metrics})])
+        app = tornado.web.Application([(r"/metrics", _MetricsHandler, {"metrics": life.metrics})])
         metrics_server = HTTPServer(app)
         metrics_server.listen(port, host or "")
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, life.stopping.set)
+    loop.add_signal_handler(signal.SIGHUP, life.reload)
     log.info(
         "serving on %s with %d routes (speedups: %s)",
         ", ".join(_address(s) for s in sockets),
-        len(gateway.routes),
+        len(life.gateway.routes),
         speedups.IMPLEMENTATION,
     )
     if on_ready is not None:
         on_ready()
-    await stop.wait()
-    log.info("shutting down: draining for up to %ss", config.server.shutdown_grace)
-    server.stop()
-    server.draining = True
+    await life.stopping.wait()
     if metrics_server is not None:
         metrics_server.stop()
-    deadline = time.monotonic() + config.server.shutdown_grace
-    while time.monotonic() < deadline and server.inflight.count > 0:
-        await asyncio.sleep(0.05)
-    for conn in list(server.connections):
-        await conn.close()
-    gateway.close()
-    access_log.flush()
+    await life.drain()
     return 0
 
 
@@ -161,7 +221,7 @@ def _address(sock: socket.socket) -> str:
     return f"{host}:{port}"
 
 
-def run(config: Config, on_ready: Callable[[], None] | None = None) -> int:
+def run(config: Config, config_path: str | None = None, on_ready: Callable[[], None] | None = None) -> int:
     """Bind, fork workers if asked, and serve; returns the process exit code."""
     if sys.flags.optimize:
         # Tornado checks chunk terminators with assert; under -O a smuggled body would pass.
@@ -174,31 +234,40 @@ def run(config: Config, on_ready: Callable[[], None] | None = None) -> int:
         return 1
     workers = config.server.workers or os.cpu_count() or 1
     if workers > 1:
-        return _run_workers(config, sockets, workers)
-    return _run_loop(config, sockets, on_ready)
+        return _run_workers(config, config_path, sockets, workers)
+    return _run_loop(serve_forever(config, sockets, config_path=config_path, on_ready=on_ready))
 
 
-def _run_loop(config: Config, sockets: list[socket.socket], on_ready: Callable[[], None] | None) -> int:
+def _run_loop(main: Coroutine[Any, Any, int]) -> int:
     import uvloop
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve_forever(config, sockets, on_ready=on_ready))
+        return runner.run(main)
 
 
-def _run_workers(config: Config, sockets: list[socket.socket], workers: int) -> int:
-    """Fork ``workers`` children sharing the listening sockets; relay signals; wait for them."""
+def _run_workers(config: Config, config_path: str | None, sockets: list[socket.socket], workers: int) -> int:
+    """Fork workers sharing the listening sockets; the parent relays signals and serves /metrics.
+
+    Metrics from all workers are aggregated by prometheus-client's multiprocess mode: each worker
+    writes its samples to files in PROMETHEUS_MULTIPROC_DIR (set by the CLI before
+    prometheus_client was imported), and the parent's /metrics reads them all.
+    """
     children: set[int] = set()
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                code = _run_loop(config, sockets, None)
+                code = _run_loop(serve_forever(config, sockets, config_path=config_path, serve_metrics=False))
             finally:
                 os._exit(code)
         children.add(pid)
     for sock in sockets:
         sock.close()
+    log.info("started %d workers: %s", workers, ", ".join(str(pid) for pid in sorted(children)))
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if config.server.metrics_listen and metrics_dir:
+        _serve_multiprocess_metrics(config.server.metrics_listen)
 
     def relay(signum: int, _frame: object) -> None:
         for child in children:
@@ -216,6 +285,19 @@ def _run_workers(config: Config, sockets: list[socket.socket], workers: int) -> 
         except ChildProcessError:
             break
         children.discard(pid)
+        if metrics_dir:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(pid)
         if os.waitstatus_to_exitcode(code) not in (0, -signal.SIGTERM, -signal.SIGINT):
             status = 1
     return status
+
+
+def _serve_multiprocess_metrics(listen: str) -> None:
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    host, port = parse_listen(listen)
+    start_http_server(port, host or "0.0.0.0", registry)
