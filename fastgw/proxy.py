@@ -39,6 +39,13 @@ from .forwarding import (
 from .routing import PathError, normalize_path, rewrite_path
 from .upstream.client import UpstreamConnection
 from .upstream.pool import ConnectFailed, PoolExhausted, Target, Upstream
+from .websocket import (
+    MessageWindow,
+    WebSocketTunnel,
+    handshake_problem,
+    switching_protocols,
+    wants_upgrade,
+)
 
 if TYPE_CHECKING:
     from .gateway import Gateway, Route
@@ -70,12 +77,13 @@ def _reason(status: int) -> str:
 
 
 class InflightCounter:
-    """Requests between head and completion, for the graceful drain on SIGTERM."""
+    """Requests between head and completion, and open tunnels, for the drain on SIGTERM."""
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "tunnels")
 
     def __init__(self) -> None:
         self.count = 0
+        self.tunnels: set[WebSocketTunnel] = set()
 
 
 class Exchange(httputil.HTTPMessageDelegate):
@@ -109,6 +117,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.client_ip = context.remote_ip
         self.limit_headers: tuple[tuple[str, str], ...] = ()
         self.buffer: bytearray | None = None
+        self.websocket = False
+        self.tunnel: WebSocketTunnel | None = None
         self.endpoint: Endpoint | None = None
         self.endpoint_params: dict[str, str] = {}
         self.has_body = False
@@ -183,6 +193,11 @@ class Exchange(httputil.HTTPMessageDelegate):
             upstream = route.upstream
             if upstream is None:
                 raise LocalReply("NOT_FOUND", "No route matches this path")
+            if route.config.websocket and wants_upgrade(headers):
+                problem = handshake_problem(self.method, start_line.version, headers)
+                if problem is not None:
+                    raise LocalReply("VALIDATION_ERROR", problem, close=True)
+                self.websocket = True
             self.upstream = upstream
             self.read_timeout = route.read_timeout
             forward_path = path
@@ -243,6 +258,9 @@ class Exchange(httputil.HTTPMessageDelegate):
     def on_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         if self.done:
             return
+        if status == 101:
+            self._switch_protocols(headers)
+            return
         self.last_activity = time.monotonic()
         out, has_length = client_response_headers(headers, self.request_id)
         for name, value in self.limit_headers:
@@ -256,6 +274,40 @@ class Exchange(httputil.HTTPMessageDelegate):
             self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)), out)
         except (StreamClosedError, ValueError):
             self._client_gone()
+
+    def _switch_protocols(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """The upstream accepted a WebSocket upgrade: check it, then become a tunnel."""
+        conn = self.upstream_conn
+        head = None
+        if self.websocket and conn is not None:
+            head = switching_protocols(headers, self.headers.get("Sec-WebSocket-Key", ""), self.request_id)
+        if head is None or conn is None:
+            # A 101 we did not ask for, or with the wrong accept: never open a raw tunnel.
+            self.on_error("upstream_protocol")
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.status = 101
+        self.response_started = True
+        ws_limit = self.route.config.ws_rate_limit if self.route is not None else None
+        window = MessageWindow(ws_limit.messages, ws_limit.window) if ws_limit is not None else None
+        tunnel = WebSocketTunnel(self.conn.detach(), conn, window, self._tunnel_closed)
+        conn.hand_over(tunnel)
+        self.inflight.tunnels.add(tunnel)
+        self.tunnel = tunnel
+        self.gw.metrics.websocket_connections.inc()
+        tunnel.start(head)
+
+    def _tunnel_closed(self, bytes_to_client: int) -> None:
+        self.gw.metrics.websocket_connections.dec()
+        if self.tunnel is not None:
+            self.inflight.tunnels.discard(self.tunnel)
+        conn, self.upstream_conn = self.upstream_conn, None
+        if conn is not None and self.upstream is not None and self.target is not None:
+            self.upstream.release(self.target, conn, ok=True)
+        self.bytes_sent = bytes_to_client
+        self._complete()
 
     def on_data(self, data: bytes) -> bool:
         if self.done:
@@ -483,6 +535,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         principal = self.principal
         gw = self.gw
         extra = upstream.extra_headers
+        if self.websocket:
+            extra = (*extra, ("Upgrade", "websocket"), ("Connection", "Upgrade"))
         drop = gw.identity_header_names
         if principal is not None:
             extra = (*extra, *gw.identity_headers(principal))

@@ -174,6 +174,8 @@ class Lifecycle:
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and self.server.inflight.count > 0:
             await asyncio.sleep(0.05)
+        for tunnel in list(self.server.inflight.tunnels):
+            tunnel.going_away()
         for conn in list(self.server.connections):
             await conn.close()
         for gateway in (self.gateway, *self._retired):

@@ -49,7 +49,7 @@ class ResponseSink(Protocol):
 
 
 # Parser states
-_HEAD, _FIXED, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _IDLE = range(8)
+_HEAD, _FIXED, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _IDLE, _TUNNEL = range(9)
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -81,7 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._drained.set_result(None)
         if self._sink is None:
             return
-        if self._state == _UNTIL_CLOSE:
+        if self._state in (_UNTIL_CLOSE, _TUNNEL):
             self._finish()
         else:
             self._fail("upstream_reset")
@@ -121,6 +121,15 @@ class UpstreamConnection(asyncio.Protocol):
         self._keep_alive = True
         self.reusable = False
         self.transport.write(head)
+
+    def hand_over(self, sink: ResponseSink) -> None:
+        """Route the rest of a switched-protocols connection to another sink (the tunnel)."""
+        self._sink = sink
+
+    def close_tunnel(self) -> None:
+        """End a switched-protocols tunnel from our side (the sink gets ``on_end``)."""
+        if self.transport is not None and not self.closed:
+            self.transport.close()
 
     def write(self, data: bytes) -> asyncio.Future[None] | None:
         """Write body bytes; returns a future to await when the socket buffer is full."""
@@ -218,7 +227,7 @@ class UpstreamConnection(asyncio.Protocol):
                 del buf[: end + 2]
                 if end == 0:
                     self._finish()
-            elif state == _UNTIL_CLOSE:
+            elif state == _UNTIL_CLOSE or state == _TUNNEL:
                 if buf:
                     chunk = bytes(buf)
                     buf.clear()
@@ -267,11 +276,17 @@ class UpstreamConnection(asyncio.Protocol):
             self._keep_alive = False
         sink = self._sink
         assert sink is not None
-        if self._head_request or status in (204, 304) or status == 101:
+        if status == 101:
+            # Switching protocols: from here on the connection is an opaque byte tunnel that
+            # ends (``on_end``) when the upstream closes it. Never pooled again.
+            self._state = _TUNNEL
+            self._keep_alive = False
+            sink.on_head(status, reason, headers)
+            return
+        if self._head_request or status in (204, 304):
             self._state = _IDLE
             sink.on_head(status, reason, headers)
-            if status != 101:
-                self._finish()
+            self._finish()
             return
         if transfer_encoding is not None:
             if content_length is not None:
