@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any
 
-from tornado.iostream import IOStream, SSLIOStream
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 
 from .errors import error_body
 
@@ -112,3 +112,25 @@ def adopt(stream: IOStream, idle_timeout: float, header_timeout: float) -> None:
     """Give a freshly accepted Tornado stream the gateway's head-reading rules."""
     stream.__class__ = GatewaySSLStream if isinstance(stream, SSLIOStream) else GatewayStream
     stream.configure(idle_timeout, header_timeout)  # type: ignore[attr-defined]
+
+
+async def linger_close(stream: IOStream, data: bytes, seconds: float = 2.0, max_bytes: int = 8 << 20) -> None:
+    """Write a final answer, stop sending, and drain what the client still sends before closing.
+
+    This is NGINX's lingering close: a close with unread data makes the kernel send a reset,
+    which can discard the answer we just wrote from the client's receive buffer.
+    """
+    loop = asyncio.get_running_loop()
+    timer = loop.call_later(seconds, stream.close)
+    try:
+        await stream.write(data)
+        if not isinstance(stream, SSLIOStream):
+            stream.socket.shutdown(socket.SHUT_WR)
+            drained = 0
+            while drained < max_bytes:
+                drained += len(await stream.read_bytes(65536, partial=True))
+    except (StreamClosedError, OSError):
+        pass
+    finally:
+        timer.cancel()
+        stream.close()

@@ -26,6 +26,7 @@ from tornado.iostream import StreamClosedError
 from .access_log import AccessRecord, utc_timestamp
 from .auth.principal import Principal
 from .builtin import BuiltinRequest, Endpoint
+from .connection import linger_close
 from .errors import LocalReply, encode, error_body
 from .forwarding import (
     client_ip,
@@ -117,6 +118,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.client_ip = context.remote_ip
         self.limit_headers: tuple[tuple[str, str], ...] = ()
         self.buffer: bytearray | None = None
+        self.head_phase = False
         self.websocket = False
         self.tunnel: WebSocketTunnel | None = None
         self.endpoint: Endpoint | None = None
@@ -139,6 +141,26 @@ class Exchange(httputil.HTTPMessageDelegate):
     # -- client side: HTTPMessageDelegate ----------------------------------------------------
 
     def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        # While the head phase lasts Tornado has not started on the body, so a refusal may take
+        # the stream over for a lingering close (see _respond).
+        self.head_phase = True
+        work = self._receive_head(start_line, headers)
+        if work is None:
+            self.head_phase = False
+            return None
+        return self._end_head_phase(work)
+
+    async def _end_head_phase(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        finally:
+            self.head_phase = False
+
+    def _receive_head(
         self,
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
@@ -657,6 +679,15 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.status = status
         self.response_started = True
         self.bytes_sent = len(body)
+        if close and self.head_phase and self.has_body:
+            # Refusing a body the client is still sending: closing at once would reset the
+            # connection and could destroy our answer before the client reads it (a proxy in
+            # front then reports 502). Answer, then keep reading and discarding for a moment.
+            head = "".join(f"{name}: {value}\r\n" for name, value in headers.get_all())
+            data = f"HTTP/1.1 {status} {_reason(status)}\r\n{head}\r\n".encode("latin-1") + body
+            asyncio.ensure_future(linger_close(self.conn.detach(), data))
+            self._complete()
+            return
         try:
             self.conn.write_headers(
                 httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)),

@@ -229,6 +229,9 @@ def run(config: Config, config_path: str | None = None, on_ready: Callable[[], N
         # Tornado checks chunk terminators with assert; under -O a smuggled body would pass.
         print("fastgw: refusing to run with python -O / PYTHONOPTIMIZE", file=sys.stderr)
         return 1
+    # A reload signal that arrives before the event loop installs its handler must not kill
+    # the process (SIGHUP's default action).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         sockets = bind(config.server.listen)
     except OSError as exc:

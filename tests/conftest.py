@@ -71,9 +71,16 @@ class GatewayProcess:
             if self.proc.poll() is not None:
                 time.sleep(0.1)
                 raise RuntimeError(f"gateway exited {self.proc.returncode}: {''.join(self.stderr)}")
+            # Ready means answering HTTP (signal handlers are installed by then), not just
+            # accepting TCP: the listening socket is bound before the event loop starts.
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                try:
+                    conn.request("GET", "/health")
+                    if conn.getresponse().status == 200:
+                        return
+                finally:
+                    conn.close()
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("gateway did not start: " + "".join(self.stderr))
