@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--timestamp", required=True)
     verify.add_argument("--signature", required=True)
     _add_identity_flags(verify)
+
+    from .auth.token_commands import add_parser as add_tokens_parser
+
+    add_tokens_parser(sub)
     return parser
 
 
@@ -88,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if command in ("sign", "verify"):
         return _sign_or_verify(args)
+    if command == "tokens":
+        from .auth.token_commands import run as run_tokens
+
+        return run_tokens(args)
     _setup_logging()
     if command == "demo":
         from .demo import run_demo
@@ -139,7 +147,12 @@ def _enable_multiprocess_metrics() -> None:
     directory = tempfile.mkdtemp(prefix="fastgw-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     parent = os.getpid()
-    atexit.register(lambda: os.getpid() == parent and shutil.rmtree(directory, ignore_errors=True))
+
+    def remove() -> None:
+        if os.getpid() == parent:  # forked workers exit through here too
+            shutil.rmtree(directory, ignore_errors=True)
+
+    atexit.register(remove)
 
 
 def _sign_or_verify(args: argparse.Namespace) -> int:

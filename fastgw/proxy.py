@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from http import HTTPStatus
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw")
 
 _JSON = "application/json"
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _GATEWAY_PREFIXES = ("x-gateway-",)
 
@@ -74,7 +76,7 @@ class ClientContext:
 
 def _reason(status: int) -> str:
     # Never relay the upstream's reason phrase: it is free text from another party.
-    return httputil.responses.get(status, "Unknown")
+    return _REASONS.get(status, "Unknown")
 
 
 class InflightCounter:

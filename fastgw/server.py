@@ -82,7 +82,8 @@ class GatewayServer(TCPServer, httputil.HTTPServerConnectionDelegate):
         return Exchange(self.gateway, request_conn, context, self.inflight)
 
     def on_close(self, server_conn: object) -> None:
-        self.connections.discard(server_conn)  # type: ignore[arg-type]
+        if isinstance(server_conn, HTTP1ServerConnection):
+            self.connections.discard(server_conn)
 
 
 class _MetricsHandler(tornado.web.RequestHandler):
@@ -293,7 +294,7 @@ def _run_workers(config: Config, config_path: str | None, sockets: list[socket.s
         if metrics_dir:
             from prometheus_client import multiprocess
 
-            multiprocess.mark_process_dead(pid)
+            multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
         if os.waitstatus_to_exitcode(code) not in (0, -signal.SIGTERM, -signal.SIGINT):
             status = 1
     return status
@@ -303,6 +304,6 @@ def _serve_multiprocess_metrics(listen: str) -> None:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     host, port = parse_listen(listen)
     start_http_server(port, host or "0.0.0.0", registry)
