@@ -17,7 +17,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import tornado.web
@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 from tornado.netutil import bind_sockets
 from tornado.tcpserver import TCPServer
 
@@ -60,16 +60,35 @@ class GatewayServer(TCPServer, httputil.HTTPServerConnectionDelegate):
         )
         self.idle_timeout = server.idle_timeout
         self.header_timeout = server.header_timeout
+        self.require_client_cert = server.tls is not None and server.tls.require_client_cert
         self.connections: set[HTTP1ServerConnection] = set()
         self.inflight = InflightCounter()
         self.draining = False
 
-    def handle_stream(self, stream: IOStream, address: tuple[str, int] | str) -> None:
+    def handle_stream(self, stream: IOStream, address: tuple[str, int] | str) -> Awaitable[None] | None:
         remote_ip = address[0] if isinstance(address, tuple) else "unix"
         adopt(stream, self.idle_timeout, self.header_timeout)
-        conn = HTTP1ServerConnection(stream, self.params, ClientContext(remote_ip, self.protocol))
+        if isinstance(stream, SSLIOStream):
+            return self._serve_tls(stream, remote_ip)
+        self._serve(stream, ClientContext(remote_ip, self.protocol))
+        return None
+
+    def _serve(self, stream: IOStream, context: ClientContext) -> None:
+        conn = HTTP1ServerConnection(stream, self.params, context)
         self.connections.add(conn)
         conn.start_serving(self)
+
+    async def _serve_tls(self, stream: SSLIOStream, remote_ip: str) -> None:
+        """Finish the handshake (bounded like a request head), then learn the client's CN."""
+        try:
+            await asyncio.wait_for(stream.wait_for_handshake(), self.header_timeout)
+        except (TimeoutError, StreamClosedError, ssl.SSLError, OSError):
+            stream.close()
+            return
+        cert_user = None
+        if self.require_client_cert:
+            cert_user = _subject_cn(stream.socket.getpeercert())  # type: ignore[attr-defined]
+        self._serve(stream, ClientContext(remote_ip, "https", cert_user))
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
@@ -93,6 +112,15 @@ class _MetricsHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.write(self.metrics.exposition())
+
+
+def _subject_cn(cert: dict[str, Any] | None) -> str | None:
+    """The subject commonName of a verified peer certificate, as ssl.getpeercert() gives it."""
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -32,7 +33,14 @@ def free_port() -> int:
 class GatewayProcess:
     """``python -m fastgw run -c FILE`` as a child process, with its output collected."""
 
-    def __init__(self, config: dict[str, Any], tmp_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        tmp_path: Path,
+        env: dict[str, str] | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.tls_context = tls_context
         self.port = free_port()
         self.metrics_port = free_port()
         server = config.setdefault("server", {})
@@ -74,7 +82,7 @@ class GatewayProcess:
             # Ready means answering HTTP (signal handlers are installed by then), not just
             # accepting TCP: the listening socket is bound before the event loop starts.
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
+                conn = self._connection(timeout=1)
                 try:
                     conn.request("GET", "/health")
                     if conn.getresponse().status == 200:
@@ -93,7 +101,7 @@ class GatewayProcess:
         headers: dict[str, str] | None = None,
         timeout: float = 10,
     ) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = self._connection(timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
@@ -101,6 +109,13 @@ class GatewayProcess:
             return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
         finally:
             conn.close()
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.tls_context is not None:
+            return http.client.HTTPSConnection(
+                "127.0.0.1", self.port, timeout=timeout, context=self.tls_context
+            )
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def json(self, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, str], Any]:
         status, headers, data = self.request(method, path, **kwargs)
@@ -136,8 +151,10 @@ def upstream() -> Iterator[UpstreamServer]:
 def start_gateway(tmp_path: Path) -> Iterator[Any]:
     started: list[GatewayProcess] = []
 
-    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> GatewayProcess:
-        gw = GatewayProcess(config, tmp_path, env)
+    def start(
+        config: dict[str, Any], env: dict[str, str] | None = None, tls_context: ssl.SSLContext | None = None
+    ) -> GatewayProcess:
+        gw = GatewayProcess(config, tmp_path, env, tls_context)
         started.append(gw)
         return gw
 
