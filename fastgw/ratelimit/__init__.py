@@ -1,26 +1,37 @@
-"""Rate limits and quotas (SPEC section 7)."""
+"""Rate limits and quotas (SPEC section 7).
+
+One ``Limiter`` per gateway (per worker process), limiting with in-process token buckets.
+"""
 
 from __future__ import annotations
+
+import time
 
 from tornado.httputil import HTTPHeaders
 
 from ..auth.principal import Principal
 from ..config import Config, RouteConfig
+from ..errors import LocalReply
 from ..metrics import Metrics
+from .local import Headers, LocalLimiter, safe_key
+from .quotas import LocalQuotas
 
-Headers = tuple[tuple[str, str], ...]
+__all__ = ["Headers", "Limiter"]
 
 
 class Limiter:
     """Token-bucket rate limits and per-plan quotas for each request.
 
     ``check`` returns the ``RateLimit-*`` headers for the response, or raises a
-    ``LocalReply("RATE_LIMITED")`` carrying them plus ``Retry-After``.
+    ``LocalReply("RATE_LIMITED")`` carrying them plus ``Retry-After``; ``check_quota`` raises
+    ``LocalReply("QUOTA_EXCEEDED")`` once the caller's plan allowance for the period is used.
     """
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(self, config: Config, metrics: Metrics, *, max_keys: int = 100_000) -> None:
         self.config = config
         self.metrics = metrics
+        self.local = LocalLimiter(config, metrics, max_keys)
+        self.quotas = LocalQuotas(config.rate_limits.quotas)
 
     async def check(
         self,
@@ -30,10 +41,30 @@ class Limiter:
         client_ip: str,
         headers: HTTPHeaders,
     ) -> Headers:
-        return ()
+        policies = self.local.policies_for(route)
+        if not policies:
+            return ()
+        return self.local.check(policies, pattern, principal, client_ip, headers, time.monotonic())
 
     async def check_quota(self, route: RouteConfig, principal: Principal | None) -> None:
-        return None
+        """Count the request against the caller's plan allowance; a refused one is not counted.
+
+        No principal, no user id, no plan, or a plan without a quota: nothing to count.
+        """
+        if not route.quota or principal is None or not principal.plan or not principal.user_id:
+            return
+        quota = self.config.rate_limits.quotas.get(principal.plan)
+        if quota is None:
+            return
+        user = safe_key(principal.user_id)
+        now = time.time()
+        allowed, _, end = self.quotas.take(user, quota, now)
+        if not allowed:
+            raise LocalReply(
+                "QUOTA_EXCEEDED",
+                f"Quota of {quota.requests} requests per {quota.per} used up",
+                headers=(("Retry-After", str(max(1, int(end - now)))),),
+            )
 
     async def close(self) -> None:
         return None
