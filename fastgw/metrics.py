@@ -40,6 +40,11 @@ class Metrics:
         self.ratelimited = Counter(
             "fastgw_ratelimited_total", "Requests refused by a rate limit", ["policy"], registry=r
         )
+        self.ratelimit_backend_errors = Counter(
+            "fastgw_ratelimit_backend_errors_total",
+            "Failed calls to the shared rate-limit backend (Redis); checks fell back to local buckets",
+            registry=r,
+        )
         self.auth_failures = Counter(
             "fastgw_auth_failures_total", "Refused credentials", ["reason"], registry=r
         )

@@ -1,6 +1,8 @@
 """Rate limits and quotas (SPEC section 7).
 
-One ``Limiter`` per gateway (per worker process), limiting with in-process token buckets.
+One ``Limiter`` per gateway (per worker process). Without ``redis`` it limits with in-process
+token buckets; with ``redis`` the buckets and quota counters live in Redis and the in-process
+ones only take over while Redis is unreachable (see ``redis_backend``).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from ..auth.principal import Principal
 from ..config import Config, RouteConfig
 from ..errors import LocalReply
 from ..metrics import Metrics
-from .local import Headers, LocalLimiter, safe_key
+from .local import Headers, LocalLimiter, Policy, conclude, safe_key
 from .quotas import LocalQuotas
+from .redis_backend import RedisBackend, bucket_args, parse_reply
 
 __all__ = ["Headers", "Limiter"]
 
@@ -32,6 +35,8 @@ class Limiter:
         self.metrics = metrics
         self.local = LocalLimiter(config, metrics, max_keys)
         self.quotas = LocalQuotas(config.rate_limits.quotas)
+        self.remote = RedisBackend(config.redis, metrics) if config.redis else None
+        self._redis_args: dict[tuple[Policy, ...], tuple[bytes, ...]] = {}
 
     async def check(
         self,
@@ -44,7 +49,21 @@ class Limiter:
         policies = self.local.policies_for(route)
         if not policies:
             return ()
+        remote = self.remote
+        if remote is not None and remote.available:
+            keys = [p.redis_prefix + p.key(pattern, principal, client_ip, headers) for p in policies]
+            reply = await remote.take_buckets(keys, self._args(policies))
+            if reply is not None:
+                return conclude(policies, parse_reply(reply))
         return self.local.check(policies, pattern, principal, client_ip, headers, time.monotonic())
+
+    def _args(self, policies: tuple[Policy, ...]) -> tuple[bytes, ...]:
+        args = self._redis_args.get(policies)
+        if args is None:
+            args = self._redis_args[policies] = tuple(
+                arg for p in policies for arg in bucket_args(p.per_second, p.seconds_per_token, p.burst)
+            )
+        return args
 
     async def check_quota(self, route: RouteConfig, principal: Principal | None) -> None:
         """Count the request against the caller's plan allowance; a refused one is not counted.
@@ -57,8 +76,15 @@ class Limiter:
         if quota is None:
             return
         user = safe_key(principal.user_id)
-        now = time.time()
-        allowed, _, end = self.quotas.take(user, quota, now)
+        reply = None
+        remote = self.remote
+        if remote is not None and remote.available:
+            reply = await remote.take_quota(f"fastgw:q:{quota.per}:{user}", quota.requests, quota.per)
+        if reply is not None:
+            allowed, end, now = bool(reply[0]), int(reply[2]), float(reply[3])
+        else:
+            now = time.time()
+            allowed, _, end = self.quotas.take(user, quota, now)
         if not allowed:
             raise LocalReply(
                 "QUOTA_EXCEEDED",
@@ -67,4 +93,5 @@ class Limiter:
             )
 
     async def close(self) -> None:
-        return None
+        if self.remote is not None:
+            await self.remote.close()
