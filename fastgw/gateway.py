@@ -31,6 +31,7 @@ class Route:
     rewrite: str | None  # replacement for the literal prefix before "*", "" to strip it
     body_limit: int
     read_timeout: float
+    buffered: bool  # the whole body is read before forwarding (signed and webhook routes)
 
 
 class Gateway:
@@ -40,6 +41,8 @@ class Gateway:
         self.access_log = access_log
         server = config.server
         self.body_limit = server.body_limit
+        secret = config.signing.secret if config.signing is not None else None
+        self.signing_secret = secret.encode() if secret else None
         self.trusted_proxies: tuple[Network, ...] = parse_networks(server.trusted_proxies)
         self.upstreams = {
             name: Upstream(
@@ -84,7 +87,8 @@ class Gateway:
         if read_timeout is None:
             read_timeout = upstream.read_timeout if upstream else 60.0
         body_limit = rc.body_limit if rc.body_limit is not None else self.body_limit
-        return Route(rc.path, rc, upstream, rewrite, body_limit, read_timeout)
+        buffered = rc.sign or rc.auth == "hmac"
+        return Route(rc.path, rc, upstream, rewrite, body_limit, read_timeout, buffered)
 
     def identity_headers(self, principal: Principal) -> tuple[tuple[str, str], ...]:
         """The identity headers injected upstream for an authenticated caller (SPEC 4)."""

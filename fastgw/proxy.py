@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from http import HTTPStatus
 from collections.abc import Awaitable
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 from tornado import httputil
@@ -39,8 +39,10 @@ from .forwarding import (
     without_token_param,
 )
 from .routing import PathError, normalize_path, rewrite_path
+from .speedups import sign_v2
 from .upstream.client import UpstreamConnection
 from .upstream.pool import ConnectFailed, PoolExhausted, Target, Upstream
+from .webhook import verify_webhook
 from .websocket import (
     MessageWindow,
     WebSocketTunnel,
@@ -72,6 +74,10 @@ class ClientContext:
 
     def __str__(self) -> str:  # Tornado logs the context when a client sends garbage
         return self.remote_ip
+
+
+def _ignore_result(future: asyncio.Future[None]) -> None:
+    future.exception()  # a closed client is noticed by the exchange itself
 
 
 def _reason(status: int) -> str:
@@ -120,6 +126,11 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.client_ip = context.remote_ip
         self.limit_headers: tuple[tuple[str, str], ...] = ()
         self.buffer: bytearray | None = None
+        self.deferred: tuple[str, str] | None = None
+        self.sse_keepalive = 0.0
+        self.sse_tail = b"\n\n"
+        self.last_client_write = 0.0
+        self.ping_timer: asyncio.TimerHandle | None = None
         self.head_phase = False
         self.websocket = False
         self.tunnel: WebSocketTunnel | None = None
@@ -268,6 +279,9 @@ class Exchange(httputil.HTTPMessageDelegate):
         if self.endpoint is not None:
             asyncio.ensure_future(self._run_builtin())
             return
+        if self.deferred is not None:
+            asyncio.ensure_future(self._forward_buffered())
+            return
         conn = self.upstream_conn
         if conn is not None and self.chunked_upstream and not conn.closed:
             conn.write(b"0\r\n\r\n")
@@ -298,6 +312,12 @@ class Exchange(httputil.HTTPMessageDelegate):
             self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)), out)
         except (StreamClosedError, ValueError):
             self._client_gone()
+            return
+        keepalive = self.route.config.sse_keepalive if self.route is not None else None
+        if keepalive and out.get("Content-Type", "").startswith("text/event-stream"):
+            self.sse_keepalive = keepalive
+            self.last_client_write = time.monotonic()
+            self.ping_timer = asyncio.get_running_loop().call_later(keepalive, self._sse_ping)
 
     def _switch_protocols(self, headers: list[tuple[bytes, bytes]]) -> None:
         """The upstream accepted a WebSocket upgrade: check it, then become a tunnel."""
@@ -333,10 +353,30 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.bytes_sent = bytes_to_client
         self._complete()
 
+    def _sse_ping(self) -> None:
+        """Keep an idle event stream alive through load balancers, only between events."""
+        self.ping_timer = None
+        if self.done:
+            return
+        now = time.monotonic()
+        idle = now - self.last_client_write
+        tail = self.sse_tail
+        at_boundary = tail.endswith((b"\n\n", b"\r\r", b"\r\n\r\n"))
+        if idle >= self.sse_keepalive and at_boundary:
+            self.conn.write(b": ping\n\n").add_done_callback(_ignore_result)
+            self.bytes_sent += 8
+            self.last_client_write = now
+            idle = 0.0
+        wait = self.sse_keepalive - idle if idle < self.sse_keepalive else self.sse_keepalive
+        self.ping_timer = asyncio.get_running_loop().call_later(wait, self._sse_ping)
+
     def on_data(self, data: bytes) -> bool:
         if self.done:
             return True
         self.last_activity = time.monotonic()
+        if self.sse_keepalive:
+            self.last_client_write = self.last_activity
+            self.sse_tail = (self.sse_tail + data[-4:])[-4:]
         self.bytes_sent += len(data)
         try:
             future = self.conn.write(data)
@@ -445,7 +485,26 @@ class Exchange(httputil.HTTPMessageDelegate):
             log.exception("request %s failed while being admitted", self.request_id)
             self._answer_error(LocalReply("INTERNAL_ERROR", "Internal error"))
             return
+        if route.buffered:
+            # Signed and webhook routes need the whole body (SPEC 6): collect it, up to the
+            # body limit, and forward in finish().
+            self.buffer = bytearray()
+            self.deferred = (forward_path, query)
+            return
         await self._open_upstream(forward_path, query)
+
+    async def _forward_buffered(self) -> None:
+        """Verify a webhook signature if the route wants one, then forward the whole body."""
+        assert self.deferred is not None and self.route is not None
+        forward_path, query = self.deferred
+        body = bytes(self.buffer or b"")
+        hmac_config = self.route.config.hmac
+        if self.route.config.auth == "hmac" and hmac_config is not None:
+            if not verify_webhook(hmac_config, self.headers, body):
+                self.gw.metrics.auth_failures.labels("bad_webhook_signature").inc()
+                self._write_local(LocalReply("UNAUTHORIZED", "Invalid webhook signature"))
+                return
+        await self._open_upstream(forward_path, query, body)
 
     async def _admit_builtin(self, endpoint: Endpoint, params: dict[str, str]) -> None:
         """Rate-limit a built-in endpoint, then collect its (small) body for ``finish``."""
@@ -492,14 +551,15 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.user_id = request.principal.user_id if request.principal else None
         self._respond(response.status, response.body, response.headers)
 
-    async def _open_upstream(self, forward_path: str, query: str) -> None:
+    async def _open_upstream(self, forward_path: str, query: str, body: bytes | None = None) -> None:
         try:
-            await self._connect_and_send(forward_path, query)
+            await self._connect_and_send(forward_path, query, body)
         except Exception:
             log.exception("request %s failed while opening its upstream", self.request_id)
             self._fail_request(LocalReply("INTERNAL_ERROR", "Internal error"))
 
-    async def _connect_and_send(self, forward_path: str, query: str) -> None:
+    async def _connect_and_send(self, forward_path: str, query: str, body: bytes | None) -> None:
+        """Pick a target, connect, and send the head (and ``body``, when it was buffered)."""
         upstream = self.upstream
         assert upstream is not None
         target = upstream.pick()
@@ -534,7 +594,9 @@ class Exchange(httputil.HTTPMessageDelegate):
             return
         self.target = target
         self.upstream_conn = conn
-        if self.content_length is not None and (
+        if body is not None:
+            framing = f"Content-Length: {len(body)}\r\n" if body or self.has_body else ""
+        elif self.content_length is not None and (
             self.content_length or self.method in ("POST", "PUT", "PATCH")
         ):
             framing = f"Content-Length: {self.content_length}\r\n"
@@ -561,6 +623,9 @@ class Exchange(httputil.HTTPMessageDelegate):
         extra = upstream.extra_headers
         if self.websocket:
             extra = (*extra, ("Upgrade", "websocket"), ("Connection", "Upgrade"))
+        target_path = f"{path}?{query}" if query else path
+        if self.route is not None and self.route.config.sign and gw.signing_secret is not None:
+            extra = (*extra, *self._signature_headers(gw.signing_secret, target_path, body or b""))
         drop = gw.identity_header_names
         if principal is not None:
             extra = (*extra, *gw.identity_headers(principal))
@@ -568,7 +633,7 @@ class Exchange(httputil.HTTPMessageDelegate):
                 drop = gw.identity_and_authorization
         self.head = upstream_request_head(
             self.method,
-            f"{path}?{query}" if query else path,
+            target_path,
             headers,
             drop=drop,
             drop_prefixes=_GATEWAY_PREFIXES,
@@ -581,9 +646,34 @@ class Exchange(httputil.HTTPMessageDelegate):
             framing=framing,
         )
         conn.begin(self, self.head, self.method == "HEAD")
-        if not self.has_body:
+        if body:
+            conn.write(body)
+        if body is not None or not self.has_body:
             self.request_done = True
             self._arm_timer()
+
+    def _signature_headers(
+        self, secret: bytes, path_and_query: str, body: bytes
+    ) -> tuple[tuple[str, str], ...]:
+        """X-Gateway-* headers of SPEC section 6 for the request exactly as forwarded."""
+        timestamp = str(int(time.time()))
+        p = self.principal
+        signature = sign_v2(
+            secret,
+            timestamp,
+            self.method,
+            path_and_query,
+            p.user_id if p else "",
+            p.role if p else "",
+            p.app_key if p else "",
+            p.plan if p else "",
+            body,
+        )
+        return (
+            ("X-Gateway-Timestamp", timestamp),
+            ("X-Gateway-Signing-Version", "2"),
+            ("X-Gateway-Signature", signature),
+        )
 
     async def _retry_fresh(self, upstream: Upstream, target: Target) -> None:
         try:
@@ -725,6 +815,9 @@ class Exchange(httputil.HTTPMessageDelegate):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.ping_timer is not None:
+            self.ping_timer.cancel()
+            self.ping_timer = None
         gw = self.gw
         gw.metrics.inflight.dec()
         self.inflight.count -= 1
