@@ -39,7 +39,8 @@ from .forwarding import (
     without_token_param,
 )
 from .routing import PathError, normalize_path, rewrite_path
-from .speedups import sign_v2
+from .signing import sign
+from .sse import SseKeepalive
 from .upstream.client import UpstreamConnection
 from .upstream.pool import ConnectFailed, PoolExhausted, Target, Upstream
 from .webhook import verify_webhook
@@ -127,10 +128,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.limit_headers: tuple[tuple[str, str], ...] = ()
         self.buffer: bytearray | None = None
         self.deferred: tuple[str, str] | None = None
-        self.sse_keepalive = 0.0
-        self.sse_tail = b"\n\n"
-        self.last_client_write = 0.0
-        self.ping_timer: asyncio.TimerHandle | None = None
+        self.keepalive: SseKeepalive | None = None
         self.head_phase = False
         self.websocket = False
         self.tunnel: WebSocketTunnel | None = None
@@ -315,9 +313,7 @@ class Exchange(httputil.HTTPMessageDelegate):
             return
         keepalive = self.route.config.sse_keepalive if self.route is not None else None
         if keepalive and out.get("Content-Type", "").startswith("text/event-stream"):
-            self.sse_keepalive = keepalive
-            self.last_client_write = time.monotonic()
-            self.ping_timer = asyncio.get_running_loop().call_later(keepalive, self._sse_ping)
+            self.keepalive = SseKeepalive(self._write_ping, keepalive)
 
     def _switch_protocols(self, headers: list[tuple[bytes, bytes]]) -> None:
         """The upstream accepted a WebSocket upgrade: check it, then become a tunnel."""
@@ -353,30 +349,17 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.bytes_sent = bytes_to_client
         self._complete()
 
-    def _sse_ping(self) -> None:
-        """Keep an idle event stream alive through load balancers, only between events."""
-        self.ping_timer = None
-        if self.done:
-            return
-        now = time.monotonic()
-        idle = now - self.last_client_write
-        tail = self.sse_tail
-        at_boundary = tail.endswith((b"\n\n", b"\r\r", b"\r\n\r\n"))
-        if idle >= self.sse_keepalive and at_boundary:
-            self.conn.write(b": ping\n\n").add_done_callback(_ignore_result)
-            self.bytes_sent += 8
-            self.last_client_write = now
-            idle = 0.0
-        wait = self.sse_keepalive - idle if idle < self.sse_keepalive else self.sse_keepalive
-        self.ping_timer = asyncio.get_running_loop().call_later(wait, self._sse_ping)
+    def _write_ping(self, data: bytes) -> None:
+        if not self.done:
+            self.conn.write(data).add_done_callback(_ignore_result)
+            self.bytes_sent += len(data)
 
     def on_data(self, data: bytes) -> bool:
         if self.done:
             return True
         self.last_activity = time.monotonic()
-        if self.sse_keepalive:
-            self.last_client_write = self.last_activity
-            self.sse_tail = (self.sse_tail + data[-4:])[-4:]
+        if self.keepalive is not None:
+            self.keepalive.saw(data)
         self.bytes_sent += len(data)
         try:
             future = self.conn.write(data)
@@ -656,24 +639,21 @@ class Exchange(httputil.HTTPMessageDelegate):
         self, secret: bytes, path_and_query: str, body: bytes
     ) -> tuple[tuple[str, str], ...]:
         """X-Gateway-* headers of SPEC section 6 for the request exactly as forwarded."""
-        timestamp = str(int(time.time()))
         p = self.principal
-        signature = sign_v2(
-            secret,
-            timestamp,
-            self.method,
-            path_and_query,
-            p.user_id if p else "",
-            p.role if p else "",
-            p.app_key if p else "",
-            p.plan if p else "",
-            body,
-        )
-        return (
-            ("X-Gateway-Timestamp", timestamp),
-            ("X-Gateway-Signing-Version", "2"),
-            ("X-Gateway-Signature", signature),
-        )
+        if p is None:
+            headers = sign(secret, self.method, path_and_query, body)
+        else:
+            headers = sign(
+                secret,
+                self.method,
+                path_and_query,
+                body,
+                user_id=p.user_id,
+                role=p.role,
+                app_key=p.app_key,
+                plan=p.plan,
+            )
+        return tuple(headers.items())
 
     async def _retry_fresh(self, upstream: Upstream, target: Target) -> None:
         try:
@@ -815,9 +795,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.ping_timer is not None:
-            self.ping_timer.cancel()
-            self.ping_timer = None
+        if self.keepalive is not None:
+            self.keepalive.stop()
         gw = self.gw
         gw.metrics.inflight.dec()
         self.inflight.count -= 1
