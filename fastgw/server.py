@@ -87,7 +87,7 @@ class GatewayServer(TCPServer, httputil.HTTPServerConnectionDelegate):
             return
         cert_user = None
         if self.require_client_cert:
-            cert_user = _subject_cn(stream.socket.getpeercert())  # type: ignore[attr-defined]
+            cert_user = _subject_cn(stream.socket.getpeercert())
         self._serve(stream, ClientContext(remote_ip, "https", cert_user))
 
     def start_request(
