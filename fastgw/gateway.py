@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .access_log import AccessLog
 from .auth.authenticator import Authenticator
 from .auth.principal import Principal
+from .body_rewrite import transform_headers
 from .builtin import BuiltinEndpoints
 from .builtin.registry import BUILTIN_MODULES
 from .config import Config, RouteConfig
@@ -31,7 +32,9 @@ class Route:
     rewrite: str | None  # replacement for the literal prefix before "*", "" to strip it
     body_limit: int
     read_timeout: float
-    buffered: bool  # the whole body is read before forwarding (signed and webhook routes)
+    buffered: bool  # the whole body is read before forwarding (sign, hmac, body rewrites, llm)
+    header_drop: frozenset[str]  # transform.headers.remove, lowercased
+    header_add: tuple[tuple[str, str], ...]  # transform.headers.add
 
 
 class Gateway:
@@ -87,8 +90,19 @@ class Gateway:
         if read_timeout is None:
             read_timeout = upstream.read_timeout if upstream else 60.0
         body_limit = rc.body_limit if rc.body_limit is not None else self.body_limit
-        buffered = rc.sign or rc.auth == "hmac"
-        return Route(rc.path, rc, upstream, rewrite, body_limit, read_timeout, buffered)
+        transform = rc.transform
+        rewrites_body = transform is not None and bool(transform.remove or transform.rename or transform.add)
+        buffered = (
+            rc.sign
+            or rc.auth == "hmac"
+            or rewrites_body
+            or (rc.namespace is not None and bool(rc.namespace.json_fields))
+            or rc.llm is not None
+        )
+        header_drop, header_add = transform_headers(transform) if transform else (frozenset(), ())
+        return Route(
+            rc.path, rc, upstream, rewrite, body_limit, read_timeout, buffered, header_drop, header_add
+        )
 
     def identity_headers(self, principal: Principal) -> tuple[tuple[str, str], ...]:
         """The identity headers injected upstream for an authenticated caller (SPEC 4)."""

@@ -26,6 +26,7 @@ from tornado.iostream import StreamClosedError
 
 from .access_log import AccessRecord, utc_timestamp
 from .auth.principal import Principal
+from .body_rewrite import namespace_request, transform_body
 from .builtin import BuiltinRequest, Endpoint
 from .connection import linger_close
 from .errors import LocalReply, encode, error_body
@@ -38,6 +39,7 @@ from .forwarding import (
     upstream_request_head,
     without_token_param,
 )
+from .llm import UsageSniffer, prepare_openai_body
 from .routing import PathError, normalize_path, rewrite_path
 from .signing import sign
 from .sse import SseKeepalive
@@ -129,6 +131,10 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.buffer: bytearray | None = None
         self.deferred: tuple[str, str] | None = None
         self.keepalive: SseKeepalive | None = None
+        self.sniffer: UsageSniffer | None = None
+        self.model: str | None = None
+        self.input_tokens = 0
+        self.output_tokens = 0
         self.head_phase = False
         self.websocket = False
         self.tunnel: WebSocketTunnel | None = None
@@ -220,6 +226,8 @@ class Exchange(httputil.HTTPMessageDelegate):
                 raise LocalReply("NOT_FOUND", "No route matches this path")
             route = self.route = gw.routes[route_id]
             self.route_label = route.pattern
+            if route.config.llm is not None and self.method != "POST":
+                raise LocalReply("METHOD_NOT_ALLOWED", "Method not allowed", headers=(("Allow", "POST"),))
             self.body_limit = route.body_limit
             if self.content_length is not None and self.content_length > route.body_limit:
                 raise LocalReply("PAYLOAD_TOO_LARGE", "Request body too large")
@@ -311,6 +319,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         except (StreamClosedError, ValueError):
             self._client_gone()
             return
+        if self.route is not None and self.route.config.llm is not None and 200 <= status < 300:
+            self.sniffer = UsageSniffer(out.get("Content-Type", "").startswith("text/event-stream"))
         keepalive = self.route.config.sse_keepalive if self.route is not None else None
         if keepalive and out.get("Content-Type", "").startswith("text/event-stream"):
             self.keepalive = SseKeepalive(self._write_ping, keepalive)
@@ -360,6 +370,8 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.last_activity = time.monotonic()
         if self.keepalive is not None:
             self.keepalive.saw(data)
+        if self.sniffer is not None:
+            self.sniffer.feed(data)
         self.bytes_sent += len(data)
         try:
             future = self.conn.write(data)
@@ -376,6 +388,8 @@ class Exchange(httputil.HTTPMessageDelegate):
     def on_end(self) -> None:
         if self.done:
             return
+        if self.sniffer is not None:
+            self._count_llm_usage(self.sniffer)
         conn, self.upstream_conn = self.upstream_conn, None
         if conn is not None and self.upstream is not None and self.target is not None:
             if not self.request_done:
@@ -388,6 +402,17 @@ class Exchange(httputil.HTTPMessageDelegate):
             self._abort_client("client_closed")
             return
         self._complete()
+
+    def _count_llm_usage(self, sniffer: UsageSniffer) -> None:
+        sniffer.finish()
+        model = sniffer.model or "unknown"
+        self.model = model
+        self.input_tokens, self.output_tokens = sniffer.input_tokens, sniffer.output_tokens
+        tokens = self.gw.metrics.llm_tokens
+        if sniffer.input_tokens:
+            tokens.labels(model, "input").inc(sniffer.input_tokens)
+        if sniffer.output_tokens:
+            tokens.labels(model, "output").inc(sniffer.output_tokens)
 
     def on_error(self, reason: str) -> None:
         if self.done:
@@ -468,25 +493,48 @@ class Exchange(httputil.HTTPMessageDelegate):
             log.exception("request %s failed while being admitted", self.request_id)
             self._answer_error(LocalReply("INTERNAL_ERROR", "Internal error"))
             return
+        if rc.namespace is not None and self.principal is None:
+            # Per-user isolation without a user would share everyone's data: refuse.
+            self._answer_error(LocalReply("UNAUTHORIZED", "Authentication required"))
+            return
         if route.buffered:
-            # Signed and webhook routes need the whole body (SPEC 6): collect it, up to the
-            # body limit, and forward in finish().
+            # Routes that sign, verify or rewrite the body need all of it: collect it, up to
+            # the body limit, and forward in finish().
             self.buffer = bytearray()
             self.deferred = (forward_path, query)
             return
+        if rc.namespace is not None and self.principal is not None:
+            forward_path, query, _ = namespace_request(
+                rc.namespace, self.principal.user_id, forward_path, query, b"", self.headers
+            )
         await self._open_upstream(forward_path, query)
 
     async def _forward_buffered(self) -> None:
-        """Verify a webhook signature if the route wants one, then forward the whole body."""
+        """Check and rewrite the whole body as the route asks, then forward it.
+
+        Order: webhook signature (over the bytes as received), transform, namespace, LLM
+        options; the v2 signature is computed last, over what the upstream receives.
+        """
         assert self.deferred is not None and self.route is not None
         forward_path, query = self.deferred
         body = bytes(self.buffer or b"")
-        hmac_config = self.route.config.hmac
-        if self.route.config.auth == "hmac" and hmac_config is not None:
-            if not verify_webhook(hmac_config, self.headers, body):
+        rc = self.route.config
+        try:
+            if rc.auth == "hmac" and rc.hmac is not None and not verify_webhook(rc.hmac, self.headers, body):
                 self.gw.metrics.auth_failures.labels("bad_webhook_signature").inc()
-                self._write_local(LocalReply("UNAUTHORIZED", "Invalid webhook signature"))
-                return
+                raise LocalReply("UNAUTHORIZED", "Invalid webhook signature")
+            content_type = self.headers.get("Content-Type")
+            if rc.transform is not None:
+                body = transform_body(rc.transform, body, content_type)
+            if rc.namespace is not None and self.principal is not None:
+                forward_path, query, body = namespace_request(
+                    rc.namespace, self.principal.user_id, forward_path, query, body, self.headers
+                )
+            if rc.llm == "openai":
+                body = prepare_openai_body(body)
+        except LocalReply as reply:
+            self._write_local(reply)
+            return
         await self._open_upstream(forward_path, query, body)
 
     async def _admit_builtin(self, endpoint: Endpoint, params: dict[str, str]) -> None:
@@ -614,6 +662,10 @@ class Exchange(httputil.HTTPMessageDelegate):
             extra = (*extra, *gw.identity_headers(principal))
             if principal.consumed_authorization:
                 drop = gw.identity_and_authorization
+        route = self.route
+        if route is not None and (route.header_drop or route.header_add):
+            drop = drop | route.header_drop
+            extra = (*extra, *route.header_add)
         self.head = upstream_request_head(
             self.method,
             target_path,

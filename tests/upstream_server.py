@@ -10,6 +10,8 @@ the path picks a behaviour:
 - ``/reset``: sends the head and half a body, then resets the connection.
 - ``/chunked``: a chunked response in three parts.
 - ``/status/<code>``: answers with that status.
+- ``/v1/chat/completions``: an OpenAI-like answer, streamed as SSE when the body asks for it
+  (with a final usage event only when ``stream_options.include_usage`` is set).
 - anything else: 200 with a JSON echo of the request.
 """
 
@@ -115,6 +117,26 @@ class UpstreamServer:
             except (ConnectionError, asyncio.CancelledError):
                 pass
 
+    async def _chat(self, req: Recorded, writer: asyncio.StreamWriter) -> None:
+        request = json.loads(req.body or b"{}")
+        if request.get("stream"):
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            for event in await _chat_events(request):
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+            writer.write(b"0\r\n\r\n")
+        else:
+            body = json.dumps(
+                {"model": "gpt-json", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3}}
+            ).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+        await writer.drain()
+
     async def _respond(self, req: Recorded, writer: asyncio.StreamWriter) -> bool:
         path = req.target.split("?", 1)[0]
         if path == "/stall":
@@ -151,6 +173,9 @@ class UpstreamServer:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             return True
+        if path == "/v1/chat/completions":
+            await self._chat(req, writer)
+            return True
         status = 200
         if path.startswith("/status/"):
             status = int(path.rsplit("/", 1)[1])
@@ -170,6 +195,19 @@ class UpstreamServer:
         writer.write(head if req.method == "HEAD" else head + body)
         await writer.drain()
         return True
+
+
+async def _chat_events(request: dict[str, object]) -> list[bytes]:
+    events = [
+        {"model": "gpt-test", "choices": [{"delta": {"content": word}}], "usage": None}
+        for word in ("Hello", " world")
+    ]
+    options = request.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage"):
+        events.append(
+            {"model": "gpt-test", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 7}}
+        )
+    return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
 
 
 async def _read_request(reader: asyncio.StreamReader) -> Recorded | None:
