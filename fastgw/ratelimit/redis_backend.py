@@ -1,10 +1,10 @@
 """Buckets and quota counters in Redis, so every gateway process enforces one shared limit.
 
-Each check is one EVALSHA of a Lua script (registered once; redis-py reloads it on NOSCRIPT),
-which Redis runs atomically: no other client's check interleaves, so N processes allow exactly
-what one would. The scripts read the clock with Redis ``TIME``, never the caller's, so
-instances with skewed clocks still agree, and every key carries a TTL so idle buckets and past
-quota periods vanish on their own.
+Each check is one EVALSHA of a Lua script (loaded once; loaded again and retried once on
+NOSCRIPT, after a Redis restart or SCRIPT FLUSH), which Redis runs atomically: no other
+client's check interleaves, so N processes allow exactly what one would. The scripts read the
+clock with Redis ``TIME``, never the caller's, so instances with skewed clocks still agree,
+and every key carries a TTL so idle buckets and past quota periods vanish on their own.
 
 Failure policy (SPEC 7, HARDENING E-14/E-15): every call is bounded by socket timeouts and no
 retries. A failed call (refused, timed out, ``OOM``, ``READONLY``, ...) counts
@@ -20,6 +20,7 @@ uses it: a connection must never be shared across a fork.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import urllib.parse
@@ -28,8 +29,7 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from ..metrics import Metrics
 
@@ -165,10 +165,23 @@ def describe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
+_BUCKETS, _QUOTA = 0, 1
+_SCRIPTS = (BUCKETS_LUA, QUOTA_LUA)
+_SHAS = tuple(hashlib.sha1(script.encode()).hexdigest() for script in _SCRIPTS)
+
+# (script, keys, args)
+_Call = tuple[int, list[str], tuple[Any, ...]]
+
+
 class RedisBackend:
     """One worker's Redis client for the limiter, behind a circuit breaker.
 
-    ``timeout`` bounds connecting, each read, and waiting for a pooled connection; requests in
+    Checks that arrive while a round trip is under way are queued and sent together as one
+    pipeline of EVALSHAs (each still its own atomic script): under load a worker makes one
+    round trip per batch instead of one per request, and needs a single connection, so a burst
+    of requests never queues for pooled connections or opens hundreds of them at once.
+
+    ``timeout`` bounds connecting, each read and waiting for a pooled connection; checks in
     flight when Redis disappears wait at most about that long before falling back.
     """
 
@@ -178,7 +191,7 @@ class RedisBackend:
         metrics: Metrics,
         *,
         timeout: float = 0.25,
-        max_connections: int = 16,
+        max_batch: int = 256,
         backoff: float = 0.5,
         max_backoff: float = 5.0,
         log_every: float = 60.0,
@@ -186,14 +199,15 @@ class RedisBackend:
         self.url = url
         self.where = describe_url(url)
         self.timeout = timeout
-        self.max_connections = max_connections
+        self.max_batch = max_batch
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.log_every = log_every
         self._errors = metrics.ratelimit_backend_errors
         self._redis: Redis | None = None
-        self._buckets: AsyncScript | None = None
-        self._quota: AsyncScript | None = None
+        self._queue: list[tuple[_Call, asyncio.Future[list[int] | None]]] = []
+        self._busy = False  # a round trip is under way: new calls queue
+        self._sender: asyncio.Task[None] | None = None
         self._open = False  # circuit open: Redis is skipped until the probe succeeds
         self._probe: asyncio.Task[None] | None = None
         self._last_log = 0.0
@@ -209,40 +223,111 @@ class RedisBackend:
         if client is None:
             pool = BlockingConnectionPool.from_url(
                 self.url,
-                max_connections=self.max_connections,
+                max_connections=4,  # the sender, the probe, and spares while one reconnects
                 timeout=self.timeout,
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 # redis-py retries (with backoff) by default: a limiter must answer now or fall back.
                 retry=Retry(NoBackoff(), 0),
-                client_name="fastgw-ratelimit",
             )
             client = self._redis = Redis(connection_pool=pool)
-            self._buckets = client.register_script(BUCKETS_LUA)
-            self._quota = client.register_script(QUOTA_LUA)
         return client
 
     async def take_buckets(self, keys: list[str], args: tuple[bytes, ...]) -> list[int] | None:
         """The bucket script's reply, or None when Redis failed (the caller decides locally)."""
-        self._client()
-        assert self._buckets is not None
-        try:
-            reply: list[int] = await self._buckets(keys, args)
-        except _ERRORS as exc:
-            self._failed(exc)
-            return None
-        return reply
+        return await self._call((_BUCKETS, keys, args))
 
     async def take_quota(self, key: str, requests: int, per: str) -> list[int] | None:
         """The quota script's reply [allowed, count, period end, now], or None on failure."""
-        self._client()
-        assert self._quota is not None
+        return await self._call((_QUOTA, [key], (requests, per)))
+
+    async def _call(self, call: _Call) -> list[int] | None:
+        """Send ``call`` now if the connection is idle, else queue it for the next batch.
+
+        The first caller makes its own round trip (no task, no hop through the loop); calls
+        arriving meanwhile queue up, and a sender task then drains them in pipelines.
+        """
+        if self._busy:
+            future: asyncio.Future[list[int] | None] = asyncio.get_running_loop().create_future()
+            self._queue.append((call, future))
+            return await future
+        self._busy = True
         try:
-            reply: list[int] = await self._quota([key], (requests, per))
-        except _ERRORS as exc:
-            self._failed(exc)
-            return None
+            (reply,) = await self._round_trip([call])
+        finally:
+            self._after_round_trip()
         return reply
+
+    def _after_round_trip(self) -> None:
+        if self._queue and not self._open:
+            self._sender = asyncio.get_running_loop().create_task(self._drain())
+            return
+        self._busy = False
+        self._answer_queue()
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue and not self._open:
+                batch = self._queue[: self.max_batch]
+                del self._queue[: self.max_batch]
+                try:
+                    replies = await self._round_trip([call for call, _ in batch])
+                except BaseException:
+                    self._queue[:0] = batch  # answered below
+                    raise
+                for (_, future), reply in zip(batch, replies, strict=True):
+                    if not future.done():
+                        future.set_result(reply)
+        finally:
+            self._sender = None
+            self._busy = False
+            self._answer_queue()
+
+    def _answer_queue(self) -> None:
+        """Whatever is still queued (the circuit opened, or closing) is decided locally."""
+        queue, self._queue = self._queue, []
+        for _, future in queue:
+            if not future.done():
+                future.set_result(None)
+
+    async def _round_trip(self, calls: list[_Call]) -> list[list[int] | None]:
+        """Replies to ``calls`` in one round trip; None for each call that failed."""
+        client = self._client()
+        try:
+            replies = await self._pipeline(client, calls)
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing:
+                # Redis restarted or SCRIPT FLUSH: load the scripts and run those calls once more.
+                for script in _SCRIPTS:
+                    await client.script_load(script)
+                again = await self._pipeline(client, [calls[i] for i in missing])
+                for i, reply in zip(missing, again, strict=True):
+                    replies[i] = reply
+        except Exception as exc:  # whatever breaks (a timeout, a reset, a bug), fall back to local
+            self._failed(exc)
+            return [None] * len(calls)
+        failure: BaseException | None = None
+        for i, reply in enumerate(replies):
+            if isinstance(reply, BaseException):  # OOM, READONLY, a script error: this call only
+                failure, replies[i] = reply, None
+        if failure is not None:
+            self._failed(failure)
+        return replies
+
+    @staticmethod
+    async def _pipeline(client: Redis, calls: list[_Call]) -> list[Any]:
+        """One round trip for all ``calls``; a failed call's reply is its ResponseError."""
+        if len(calls) == 1:  # a plain command costs redis-py about half of a pipeline of one
+            script, keys, args = calls[0]
+            command = ("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+            try:
+                return [await client.execute_command(*command)]  # type: ignore[no-untyped-call]
+            except ResponseError as exc:
+                return [exc]
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.execute_command("EVALSHA", _SHAS[script], len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
 
     def _failed(self, exc: BaseException) -> None:
         self._errors.inc()
@@ -261,15 +346,15 @@ class RedisBackend:
         """Probe Redis in the background, backing off, and close the circuit once it answers.
 
         The probe loads both scripts: it proves Redis accepts scripts (a replica that lost its
-        master still answers PING) and saves the first request the NOSCRIPT round trip.
+        master still answers PING) and saves the first batch the NOSCRIPT round trip.
         """
         client = self._client()
         delay = self.backoff
         while not self._closed:
             await asyncio.sleep(delay)
             try:
-                await client.script_load(BUCKETS_LUA)
-                await client.script_load(QUOTA_LUA)
+                for script in _SCRIPTS:
+                    await client.script_load(script)
             except _ERRORS as exc:
                 self._errors.inc()
                 delay = min(delay * 2, self.max_backoff)
@@ -285,13 +370,15 @@ class RedisBackend:
     async def close(self) -> None:
         self._closed = True
         self._open = True
-        probe, self._probe = self._probe, None
-        if probe is not None:
-            probe.cancel()
-            try:
-                await probe
-            except asyncio.CancelledError:
-                pass
+        for task in (self._probe, self._sender):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._probe = self._sender = None
+        self._answer_queue()
         client, self._redis = self._redis, None
         if client is not None:
             await client.aclose()

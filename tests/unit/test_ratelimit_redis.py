@@ -140,19 +140,30 @@ def test_a_refused_request_takes_no_token_from_other_policies(server: RedisServe
 
 
 def test_script_flushed_from_redis_is_loaded_again(server: RedisServer, db: redis.Redis) -> None:
-    config = make_config(server.url, {"global": {"rate": 1, "per": "1h", "burst": 3}})
+    config = make_config(server.url, {"global": {"rate": 1, "per": "1h", "burst": 30}})
+    metrics = Metrics(CollectorRegistry())
 
     async def scenario() -> list[Any]:
-        limiter = Limiter(config, Metrics(CollectorRegistry()))
+        limiter = Limiter(config, metrics)
         out = [await check(limiter)]
         db.script_flush()
-        out.append(await check(limiter))
+        out.append(await check(limiter))  # alone
+        db.script_flush()
+        out += await asyncio.gather(*(check(limiter) for _ in range(40)))  # in pipelined batches
+        db.script_flush()
+        # A batch that meets NOSCRIPT: loaded once, the batch's calls run again.
+        assert limiter.remote is not None
+        args = (b"1.0", b"1.0", b"5.0")
+        replies = await limiter.remote._round_trip([(0, ["k1"], args), (0, ["k2"], args), (0, ["k1"], args)])
+        assert [reply[2] if reply else None for reply in replies] == [4, 4, 3]
         await limiter.close()
         return out
 
-    first, second = asyncio.run(scenario())
-    assert isinstance(first, dict) and isinstance(second, dict)
-    assert second["RateLimit-Remaining"] == "1"  # the same bucket: the call went to Redis
+    results = asyncio.run(scenario())
+    assert [r["RateLimit-Remaining"] for r in results[:2] if isinstance(r, dict)] == ["29", "28"]
+    # Every call went to the one bucket in Redis: exactly the burst was allowed.
+    assert sum(isinstance(r, dict) for r in results) == 30
+    assert errors(metrics) == 0
 
 
 def test_quota_counts_in_redis_until_the_utc_period_ends(server: RedisServer, db: redis.Redis) -> None:
