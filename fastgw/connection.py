@@ -49,6 +49,15 @@ class _HeadLimits:
     def configure(self, idle_timeout: float, header_timeout: float) -> None:
         self.idle_timeout = idle_timeout
         self.header_timeout = header_timeout
+        super().set_nodelay(True)  # type: ignore[misc]
+
+    def set_nodelay(self, value: bool) -> None:
+        """Keep Nagle off for good.
+
+        Tornado turns TCP_NODELAY on at the end of each response and off again after it: two
+        system calls per request that a proxy, which always wants small writes sent at once,
+        does not need.
+        """
 
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
         return self._read_head(regex, max_bytes)
