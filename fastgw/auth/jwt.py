@@ -1,0 +1,419 @@
+"""JWT bearer tokens (SPEC section 4), verified with PyJWT.
+
+Key selection is where JWT verifiers get broken (RS/HS confusion, CVE-2022-29217 class), so it is
+decided here by construction, before PyJWT sees the token:
+
+- the unverified header's ``alg`` must be in the configured list (``none`` never is);
+- HS* is verified only with ``secret``; RS*/PS* only with RSA keys and ES* only with EC keys of
+  the matching curve, all from the configured JWKS URL. The secret is never offered for an RS
+  token and a JWKS key never for an HS one, so no header can make one stand in for the other;
+- PyJWT then gets exactly that key and ``algorithms=[alg]``;
+- ``kid`` is only a key into an in-memory dict; ``jku``, ``x5u``, ``jwk`` and ``x5c`` headers are
+  ignored, and ``crit``/``b64`` (extensions we do not implement) are refused.
+
+PyJWT accepts ``exp`` as a numeric string and does not require it by default, so ``exp`` is
+required and the time claims are type-checked here too. Verified tokens are cached briefly
+(bounded, never past their ``exp``): a client repeats its token on every request, and the
+signature check is the most expensive step of a proxied request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import math
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.exceptions import InvalidJTIError, InvalidSubjectError
+from jwt.types import Options
+
+from ..config import ClaimsMap, JWTConfig
+from ..errors import LocalReply
+from ..metrics import Metrics
+from . import http
+from .authenticator import AuthFailure, fingerprint
+from .principal import Principal
+
+log = logging.getLogger("fastgw.auth")
+
+# Short HS secrets are reported once at start-up (JwtVerifier), not by PyJWT on every decode.
+warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
+
+ASYMMETRIC: frozenset[str] = frozenset(f"{f}{b}" for f in ("RS", "PS", "ES") for b in (256, 384, 512))
+_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+MAX_TOKEN_BYTES = 16 * 1024
+MAX_KID_LENGTH = 256
+MAX_JWKS_KEYS = 100
+_LATEST_TIME = 253402300799  # 9999-12-31T23:59:59Z: anything later is not a real date
+JWKS_CONNECT_TIMEOUT = 2.0
+JWKS_REQUEST_TIMEOUT = 4.0
+CACHE_SECONDS = 30.0
+CACHE_ENTRIES = 10_000
+FASTGW_ISSUER = "fastgw"  # the issuer of tokens minted by POST /api/v1/auth/login
+
+
+@dataclass(frozen=True, slots=True)
+class JwkKey:
+    """One usable public key from a JWKS document."""
+
+    kid: str | None
+    alg: str | None  # the JWK's own "alg", when it names one
+    kty: str  # "RSA" or "EC"
+    curve: str | None
+    key: RSAPublicKey | EllipticCurvePublicKey
+
+    def fits(self, alg: str) -> bool:
+        """Whether this key may verify an ``alg`` token: the key type follows the algorithm family."""
+        if self.alg is not None and self.alg != alg:
+            return False
+        if alg.startswith(("RS", "PS")):
+            return self.kty == "RSA"
+        return alg.startswith("ES") and self.kty == "EC" and self.curve == _CURVES.get(alg)
+
+
+def parse_jwks(body: bytes) -> list[JwkKey]:
+    """The RSA and EC signing keys of a JWKS document; ValueError if it has none or is not one."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        raise ValueError("not JSON") from None
+    entries = document.get("keys") if isinstance(document, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError("no 'keys' list")
+    keys: list[JwkKey] = []
+    for entry in entries[:MAX_JWKS_KEYS]:
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        kid, alg, kty = entry.get("kid"), entry.get("alg"), entry.get("kty")
+        if (kid is not None and not isinstance(kid, str)) or (alg is not None and not isinstance(alg, str)):
+            continue
+        try:
+            if kty == "RSA":
+                rsa_key = RSAAlgorithm.from_jwk(entry)
+                if isinstance(rsa_key, RSAPrivateKey):
+                    rsa_key = rsa_key.public_key()  # a JWKS should hold public keys; use only that half
+                keys.append(JwkKey(kid, alg, "RSA", None, rsa_key))
+            elif kty == "EC":
+                ec_key = ECAlgorithm.from_jwk(entry)
+                if isinstance(ec_key, EllipticCurvePrivateKey):
+                    ec_key = ec_key.public_key()
+                keys.append(JwkKey(kid, alg, "EC", ec_key.curve.name, ec_key))
+            # "oct" (symmetric) keys are ignored: HS tokens are only ever checked with `secret`.
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+            continue
+    if not keys:
+        raise ValueError("no usable RSA or EC signing key")
+    return keys
+
+
+class JwksCache:
+    """The keys of one JWKS URL, fetched asynchronously and refreshed at a bounded rate.
+
+    - Keys are refetched once older than ``ttl``; a ``kid`` not in the set triggers a refetch, but
+      at most one per ``min_refetch`` seconds, and concurrent callers share one fetch. A storm of
+      tokens with random ``kid`` values therefore costs the IdP at most one request per
+      ``min_refetch``.
+    - A failed fetch keeps the last good keys (unlike PyJWKClient, which drops them). Only when
+      no key was ever obtained are tokens answered 503: the fault is not the caller's.
+    """
+
+    def __init__(self, url: str, ttl: float, min_refetch: float, metrics: Metrics) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.min_refetch = min_refetch
+        self.metrics = metrics
+        self.keys: list[JwkKey] = []
+        self.fetched_at: float | None = None  # monotonic time of the last good fetch
+        self.attempted_at = -math.inf  # monotonic time of the last fetch attempt
+        self.fetches = 0
+        self._inflight: asyncio.Future[None] | None = None
+
+    def _refetch_allowed(self) -> bool:
+        return time.monotonic() - self.attempted_at >= self.min_refetch
+
+    async def candidates(self, kid: str | None, alg: str) -> list[JwkKey]:
+        """Keys that may verify a token with this ``kid`` and ``alg`` (AuthFailure if none)."""
+        if self.fetched_at is None or time.monotonic() - self.fetched_at >= self.ttl:
+            if self._inflight is not None or self._refetch_allowed():
+                await self._refresh()
+        found = self._match(kid, alg)
+        if not found and kid is not None and (self._inflight is not None or self._refetch_allowed()):
+            await self._refresh()
+            found = self._match(kid, alg)
+        if self.fetched_at is None:
+            self.metrics.auth_failures.labels("jwks_unavailable").inc()
+            raise LocalReply("SERVICE_UNAVAILABLE", "Token verification keys are unavailable")
+        if not found:
+            raise AuthFailure("unknown_kid")
+        return found
+
+    def _match(self, kid: str | None, alg: str) -> list[JwkKey]:
+        return [k for k in self.keys if (kid is None or k.kid == kid) and k.fits(alg)]
+
+    async def _refresh(self) -> None:
+        if self._inflight is None:
+            self._inflight = asyncio.ensure_future(self._fetch())
+        await asyncio.shield(self._inflight)
+
+    async def _fetch(self) -> None:
+        self.attempted_at = time.monotonic()
+        self.fetches += 1
+        try:
+            status, body = await http.get(self.url, {}, JWKS_CONNECT_TIMEOUT, JWKS_REQUEST_TIMEOUT)
+            if status != 200:
+                raise ValueError(f"status {status}")
+            self.keys = parse_jwks(body)
+            self.fetched_at = time.monotonic()
+        except (http.FetchError, ValueError) as exc:
+            log.warning(
+                "JWKS fetch from %s failed (%s); keeping %d known keys", self.url, exc, len(self.keys)
+            )
+        finally:
+            self._inflight = None
+
+
+def _segment_json(segment: str) -> Any:
+    """Decode one base64url JSON segment, refusing duplicate member names at any depth."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in result:
+                raise ValueError("duplicate member")
+            result[key] = value
+        return result
+
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    return json.loads(raw, object_pairs_hook=unique)
+
+
+def _check_payload(token: str) -> None:
+    """Shape checks PyJWT does not make, before any key is looked up (or fetched) for the token.
+
+    json.loads (inside PyJWT) keeps the last of duplicate names, so ``{"sub":"a","sub":"admin"}``
+    would mean whatever the parser picks: refused. PyJWT also coerces ``exp``/``nbf``/``iat``
+    with ``int()``, accepting ``"9999999999"`` and ``true``: only JSON numbers in range pass.
+    The signature is still checked afterwards; this only rejects tokens earlier.
+    """
+    try:
+        payload = _segment_json(token.split(".")[1])
+    except (ValueError, binascii.Error, RecursionError):
+        raise AuthFailure("malformed") from None
+    if not isinstance(payload, dict):
+        raise AuthFailure("malformed")
+    for name in ("exp", "nbf", "iat"):
+        if name in payload and not _is_time(payload[name]):
+            raise AuthFailure("bad_claims")
+    if "iss" in payload and not isinstance(payload["iss"], str):
+        raise AuthFailure("bad_claims")
+
+
+def _is_time(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and 0 <= value <= _LATEST_TIME
+
+
+class JwtDecoder:
+    """Signature and registered-claim checks for one token source (platform JWTs, OIDC idTokens)."""
+
+    def __init__(
+        self,
+        *,
+        algorithms: Collection[str],
+        secret: str | None,
+        jwks: JwksCache | None,
+        issuers: tuple[str, ...] | None,
+        hs_issuers: tuple[str, ...] | None = None,
+        audience: str | None,
+        leeway: float,
+        require: tuple[str, ...] = ("exp",),
+    ) -> None:
+        self.algorithms = frozenset(a for a in algorithms if a.lower() != "none")
+        self.secret = secret or None
+        self.jwks = jwks
+        self.issuers = issuers
+        self.hs_issuers = hs_issuers if hs_issuers is not None else issuers
+        self.audience = audience
+        self.leeway = leeway
+        required = set(require) | {"exp"}
+        if issuers is not None:
+            required.add("iss")
+        if audience is not None:
+            required.add("aud")
+        self.options: Options = {
+            "require": sorted(required),
+            "verify_aud": audience is not None,
+            "verify_iss": issuers is not None,
+        }
+
+    async def decode(self, token: str) -> dict[str, Any]:
+        """The verified claims, or AuthFailure (LocalReply 503 when the keys cannot be fetched)."""
+        if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
+            raise AuthFailure("malformed")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthFailure("malformed") from None
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise AuthFailure("bad_algorithm")
+        if "crit" in header or "b64" in header:
+            raise AuthFailure("malformed")
+        _check_payload(token)
+        issuers = self.issuers
+        keys: list[Any]
+        if alg.startswith("HS"):
+            if self.secret is None:
+                raise AuthFailure("bad_algorithm")
+            keys = [self.secret]
+            issuers = self.hs_issuers
+        else:
+            kid = header.get("kid")
+            if kid is not None and (not isinstance(kid, str) or len(kid) > MAX_KID_LENGTH):
+                raise AuthFailure("unknown_kid")
+            if self.jwks is None:
+                raise AuthFailure("bad_algorithm")
+            keys = [k.key for k in await self.jwks.candidates(kid, alg)]
+        return self._verify(token, alg, keys, issuers)
+
+    def _verify(
+        self, token: str, alg: str, keys: list[Any], issuers: tuple[str, ...] | None
+    ) -> dict[str, Any]:
+        for key in keys:
+            try:
+                return jwt.decode(
+                    token,
+                    key,
+                    algorithms=[alg],  # checked against the allow-list above; the key matches its family
+                    options=self.options,
+                    audience=self.audience,
+                    issuer=issuers,
+                    leeway=self.leeway,
+                )
+            except jwt.InvalidSignatureError:
+                continue  # another key with the same kid (or no kid) may fit
+            except jwt.ExpiredSignatureError:
+                raise AuthFailure("expired") from None
+            except jwt.ImmatureSignatureError:
+                raise AuthFailure("not_yet_valid") from None
+            except (
+                jwt.MissingRequiredClaimError,
+                jwt.InvalidAudienceError,
+                jwt.InvalidIssuerError,
+                jwt.InvalidIssuedAtError,
+                InvalidSubjectError,
+                InvalidJTIError,
+            ):
+                raise AuthFailure("bad_claims") from None
+            except jwt.InvalidKeyError:
+                raise AuthFailure("bad_signature") from None
+            except jwt.DecodeError:
+                raise AuthFailure("malformed") from None
+            except jwt.PyJWTError:
+                raise AuthFailure("invalid_token") from None
+        raise AuthFailure("bad_signature")
+
+
+def claim(claims: dict[str, Any], name: str) -> Any:
+    """``claims[name]``, or the dotted path ``a.b.c`` through nested objects when no such key exists.
+
+    The literal key wins so namespaced claims (``https://example.com/role``) still work.
+    """
+    if name in claims or "." not in name:
+        return claims.get(name)
+    node: Any = claims
+    for part in name.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _text_claim(claims: dict[str, Any], name: str) -> str:
+    value = claim(claims, name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise AuthFailure("bad_claims")
+    return value
+
+
+def scopes_claim(value: Any) -> tuple[str, ...]:
+    """A ``scope`` claim as a space-separated string or a list of strings (SPEC section 4)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(value.split())
+    if isinstance(value, list) and all(isinstance(s, str) and s and " " not in s for s in value):
+        return tuple(value)
+    raise AuthFailure("bad_claims")
+
+
+def principal_from_claims(claims: dict[str, Any], mapping: ClaimsMap, source: str, token: str) -> Principal:
+    user_id = claim(claims, mapping.user_id)
+    if not isinstance(user_id, str) or not user_id:
+        raise AuthFailure("bad_claims")
+    return Principal(
+        user_id=user_id,
+        role=_text_claim(claims, mapping.role),
+        app_key=_text_claim(claims, mapping.app_key),
+        plan=_text_claim(claims, mapping.plan),
+        scopes=scopes_claim(claim(claims, mapping.scopes)),
+        source=source,
+        token_fingerprint=fingerprint(token),
+    )
+
+
+class JwtVerifier:
+    """``auth.jwt``: platform JWTs, including the ones minted by ``POST /api/v1/auth/login``."""
+
+    def __init__(self, config: JWTConfig, metrics: Metrics) -> None:
+        self.config = config
+        jwks = None
+        if config.jwks_url:
+            jwks = JwksCache(config.jwks_url, config.jwks_cache_ttl, config.jwks_min_refetch, metrics)
+        issuers = (config.issuer,) if config.issuer else None
+        if config.secret and len(config.secret.encode()) < 32:
+            log.warning("auth.jwt.secret is shorter than 32 bytes; use a longer random secret")
+        self.decoder = JwtDecoder(
+            algorithms=config.algorithms,
+            secret=config.secret,
+            jwks=jwks,
+            issuers=issuers,
+            # Whoever holds the secret can sign any issuer, so accepting our own login tokens'
+            # issuer for HS tokens adds no power; it lets minted tokens work with `issuer` set.
+            hs_issuers=None if issuers is None else (*issuers, FASTGW_ISSUER),
+            audience=config.audience,
+            leeway=config.leeway,
+        )
+        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    async def verify(self, token: str) -> Principal:
+        now = time.monotonic()
+        hit = self._cache.get(token)
+        if hit is not None:
+            if hit[0] > now:
+                self._cache.move_to_end(token)
+                return hit[1]
+            del self._cache[token]
+        claims = await self.decoder.decode(token)
+        principal = principal_from_claims(claims, self.config.claims, "jwt", token)
+        lifetime = min(CACHE_SECONDS, float(claims["exp"]) + self.config.leeway - time.time())
+        if lifetime > 0:
+            self._cache[token] = (now + lifetime, principal)
+            if len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+        return principal
