@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Awaitable
-from http.cookies import CookieError, SimpleCookie
 from typing import Protocol
 
 from tornado.httputil import HTTPHeaders
@@ -159,13 +158,15 @@ def _bearer(value: str) -> str:
 
 
 def _cookie(headers: HTTPHeaders, name: str) -> str | None:
-    values = headers.get_list("Cookie")
-    if not values:
-        return None
-    jar: SimpleCookie = SimpleCookie()
-    try:
-        jar.load("; ".join(values))
-    except CookieError:
-        return None
-    morsel = jar.get(name)
-    return morsel.value if morsel is not None and morsel.value else None
+    """The first ``name=value`` pair across the Cookie headers, value as sent (None if empty).
+
+    First wins, as in the ``cookie`` package that Node auth services (Better Auth) parse with,
+    and only this pair is sent to the auth service, so both sides judge the same value.
+    ``SimpleCookie`` is not used: it stops at the first cookie it dislikes and unquotes values.
+    """
+    for header in headers.get_list("Cookie"):
+        for pair in header.split(";"):
+            key, sep, value = pair.partition("=")
+            if sep and key.strip() == name:
+                return value.strip() or None
+    return None

@@ -1,0 +1,118 @@
+"""API-token verifier caching and revocation, session cookie parsing and caching, in-process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from tornado.httputil import HTTPHeaders
+
+from fastgw.auth import api_tokens
+from fastgw.auth.api_tokens import ApiTokenVerifier, issue
+from fastgw.auth.authenticator import AuthFailure, _cookie
+from fastgw.auth.session import COOKIE_VALUE, SessionVerifier
+from fastgw.config import SessionConfig
+from fastgw.errors import LocalReply
+from fastgw.metrics import Metrics
+from fastgw.store import Store, connect
+from fastgw.store import tokens as token_rows
+from fastgw.store.sqlite import transaction
+from tests.auth_servers import SessionServer
+
+
+def test_cookie_is_the_first_pair_as_sent() -> None:
+    headers = HTTPHeaders()
+    headers.add("Cookie", 'theme=dark; sid="quoted"; sid=second')
+    headers.add("Cookie", "sid=third")
+    assert _cookie(headers, "sid") == '"quoted"'
+    assert _cookie(headers, "theme") == "dark"
+    assert _cookie(headers, "other") is None
+    assert _cookie(HTTPHeaders({"Cookie": "sid=; a=b"}), "sid") is None
+    assert _cookie(HTTPHeaders({"Cookie": "bad cookie without equals; sid=v"}), "sid") == "v"
+    for good in ("abc.DEF-_%2B~", '"quoted"'):
+        assert COOKIE_VALUE.fullmatch(good)
+    for bad in ("a b", "a;b", 'a"b', "a,b", "a\\b", "é"):
+        assert not COOKIE_VALUE.fullmatch(bad)
+
+
+def test_api_token_cache_and_revocation_from_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "s.db")
+    other = connect(path)  # stands in for another worker or the CLI
+    issued = transaction(
+        other,
+        lambda c: issue(c, "fgw_", name="n", user_id="u1", role="admin", plan="p", app_key="a", scopes=["x"]),
+    )
+    store = Store(path)
+    verifier = ApiTokenVerifier(store, "fgw_", Metrics())
+
+    async def scenario() -> None:
+        principal = await verifier.verify(issued.token)
+        assert (principal.user_id, principal.role, principal.scopes, principal.source) == (
+            "u1",
+            "admin",
+            ("x",),
+            "api_token",
+        )
+        assert principal.token_id == issued.record.id and issued.token not in principal.token_fingerprint
+        transaction(other, lambda c: token_rows.revoke(c, issued.record.id, "2026-01-01T00:00:00.000Z"))
+        # Within CHECK_INTERVAL the cached lookup may still answer; after it, never.
+        monkeypatch.setattr(api_tokens, "CHECK_INTERVAL", 0.0)
+        with pytest.raises(AuthFailure) as refused:
+            await verifier.verify(issued.token)
+        assert refused.value.reason == "revoked"
+        with pytest.raises(AuthFailure) as unknown:
+            await verifier.verify("fgw_" + "A" * 43)
+        assert unknown.value.reason == "invalid_token"
+        with pytest.raises(AuthFailure):
+            await verifier.verify("fgw_short")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+        other.close()
+
+
+def test_api_token_store_failure_is_503(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "no-such-dir" / "s.db"))
+    verifier = ApiTokenVerifier(store, "fgw_", Metrics())
+
+    async def scenario() -> None:
+        with pytest.raises(LocalReply) as reply:
+            await verifier.verify("fgw_" + "A" * 43)
+        assert reply.value.code == "SERVICE_UNAVAILABLE"
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
+
+
+def test_session_lookups_are_shared_and_cached() -> None:
+    server = SessionServer()
+    server.sessions["c1"] = {"id": "u-1", "role": "admin"}
+    server.sessions["c2"] = {"id": 7}
+    verifier = SessionVerifier(SessionConfig(verify_url=server.url, cache_ttl=30), Metrics())
+
+    async def scenario() -> None:
+        results = await asyncio.gather(*(verifier.verify("c1") for _ in range(20)))
+        assert {(p.user_id, p.role, p.source) for p in results} == {("u-1", "admin", "session")}
+        assert (await verifier.verify("c2")).user_id == "7"
+        for _ in range(3):
+            with pytest.raises(AuthFailure):
+                await verifier.verify("nobody")
+        assert server.calls == {"c1": 1, "c2": 1, "nobody": 1}
+        server.status = 502
+        for _ in range(5):
+            with pytest.raises(LocalReply):
+                await verifier.verify("c3")
+        assert server.calls["c3"] == 3  # then the breaker stops asking for a while
+        assert (await verifier.verify("c1")).user_id == "u-1"  # still cached
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        server.stop()
