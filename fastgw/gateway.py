@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .access_log import AccessLog
-from .auth.authenticator import Authenticator
+from .auth.factory import build_authenticator
 from .auth.principal import Principal
 from .body_rewrite import transform_headers
 from .builtin import BuiltinEndpoints
@@ -19,6 +19,7 @@ from .forwarding import Network, parse_networks
 from .metrics import Metrics
 from .ratelimit import Limiter
 from .routing import RouteSpec, RouteTable
+from .store import AuditLog, open_store
 from .upstream.pool import Upstream
 
 
@@ -66,7 +67,9 @@ class Gateway:
         self._identity_names = (ids.user_id, ids.role, ids.app_key, ids.plan, ids.scopes)
         self.identity_header_names = frozenset(h.lower() for h in self._identity_names)
         self.identity_and_authorization = self.identity_header_names | {"authorization"}
-        self.auth = Authenticator(config, metrics)
+        self.store = open_store(config)
+        self.auth = build_authenticator(config, metrics, self.store)
+        self.audit = AuditLog(self.store)
         self.limiter = Limiter(config, metrics)
         self.builtins = BuiltinEndpoints()
         for register in BUILTIN_MODULES:

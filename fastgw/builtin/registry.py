@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import BuiltinEndpoints, me
+from . import BuiltinEndpoints, api_tokens, audit, login, me
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
 
 Register = Callable[[BuiltinEndpoints, "Gateway"], None]
 
-BUILTIN_MODULES: tuple[Register, ...] = (me.register,)
+BUILTIN_MODULES: tuple[Register, ...] = (me.register, api_tokens.register, audit.register, login.register)
