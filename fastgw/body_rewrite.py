@@ -124,9 +124,9 @@ def namespace_request(
         doc = _parse_object(body, headers.get("Content-Type"))
         changed = False
         for field in cfg.json_fields:
-            value = doc.get(field)
-            if isinstance(value, str):
-                doc[field] = prefix + value
+            current = doc.get(field)
+            if isinstance(current, str):
+                doc[field] = prefix + current
                 changed = True
         if changed:
             body = _encoder.encode(doc)

@@ -132,20 +132,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _enable_multiprocess_metrics() -> None:
-    """Point prometheus-client at a shared directory before it is first imported.
+    """Point prometheus-client at a directory shared by the workers (multiprocess mode).
 
-    Its value class is chosen at import time, so this must run before fastgw.server (and so
-    fastgw.metrics) is imported.
+    Its value class is chosen when it is imported, from the environment; if it was imported
+    already, choose again. Metrics are created in the workers, after this.
     """
     import atexit
     import os
     import shutil
     import tempfile
 
-    if "prometheus_client" in sys.modules or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return
     directory = tempfile.mkdtemp(prefix="fastgw-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    if "prometheus_client" in sys.modules:
+        from prometheus_client import values
+
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
     parent = os.getpid()
 
     def remove() -> None:

@@ -19,7 +19,7 @@ from .forwarding import Network, parse_networks
 from .metrics import Metrics
 from .ratelimit import Limiter
 from .routing import RouteSpec, RouteTable
-from .store import AuditLog, open_store
+from .store import AuditLog, Store, open_store
 from .upstream.pool import Upstream
 
 
@@ -39,7 +39,16 @@ class Route:
 
 
 class Gateway:
-    def __init__(self, config: Config, metrics: Metrics, access_log: AccessLog) -> None:
+    """Everything compiled from one config load.
+
+    ``previous`` is the gateway this one replaces on a reload: state that outlives a config
+    (the open store, rate-limit buckets when the limits did not change, warm upstream
+    connections) is carried over instead of being rebuilt empty.
+    """
+
+    def __init__(
+        self, config: Config, metrics: Metrics, access_log: AccessLog, previous: Gateway | None = None
+    ) -> None:
         self.config = config
         self.metrics = metrics
         self.access_log = access_log
@@ -67,10 +76,21 @@ class Gateway:
         self._identity_names = (ids.user_id, ids.role, ids.app_key, ids.plan, ids.scopes)
         self.identity_header_names = frozenset(h.lower() for h in self._identity_names)
         self.identity_and_authorization = self.identity_header_names | {"authorization"}
-        self.store = open_store(config)
+        self.store: Store
+        self.limiter: Limiter
+        if previous is not None and previous.config.store_path() == config.store_path():
+            self.store = previous.store
+        else:
+            self.store = open_store(config)
         self.auth = build_authenticator(config, metrics, self.store)
         self.audit = AuditLog(self.store)
-        self.limiter = Limiter(config, metrics)
+        if previous is not None and (previous.config.rate_limits, previous.config.redis) == (
+            config.rate_limits,
+            config.redis,
+        ):
+            self.limiter = previous.limiter
+        else:
+            self.limiter = Limiter(config, metrics)
         self.builtins = BuiltinEndpoints()
         for register in BUILTIN_MODULES:
             register(self.builtins, self)
@@ -81,6 +101,8 @@ class Gateway:
                 for r in config.routes
             ]
         )
+        if previous is not None:
+            self._take_connections_from(previous)
 
     def _compile_route(self, rc: RouteConfig) -> Route:
         upstream = self.upstreams.get(rc.upstream) if rc.upstream else None
@@ -118,7 +140,7 @@ class Gateway:
             (scopes, " ".join(principal.scopes)),
         )
 
-    def take_connections_from(self, old: Gateway) -> None:
+    def _take_connections_from(self, old: Gateway) -> None:
         """Keep warm upstream pools across a reload when an upstream's targets are unchanged."""
         for name, upstream in self.upstreams.items():
             previous = old.upstreams.get(name)
@@ -133,6 +155,9 @@ class Gateway:
                     ):
                         target.idle, prev_target.idle = prev_target.idle, target.idle
 
-    def close(self) -> None:
+    def close(self, successor: Gateway | None = None) -> None:
+        """Release what this gateway owns and its successor did not take over."""
         for upstream in self.upstreams.values():
             upstream.close()
+        if successor is None or successor.store is not self.store:
+            self.store.close()

@@ -166,7 +166,7 @@ class Lifecycle:
             return
         try:
             config = load_config(self.config_path)
-            new = Gateway(config, self.metrics, self.access_log)
+            new = Gateway(config, self.metrics, self.access_log, previous=self.gateway)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s", "; ".join(exc.errors))
             return
@@ -178,21 +178,18 @@ class Lifecycle:
             if getattr(old_server, key) != getattr(new_server, key):
                 log.warning("reload: server.%s changed; it takes effect on restart", key)
         old = self.gateway
-        new.take_connections_from(old)
         self.gateway = self.server.gateway = new
         self.access_log.enabled = new_server.access_log
         self.config = config
         self._retired.append(old)
         asyncio.get_running_loop().call_later(max(new_server.shutdown_grace, 1.0), self._close_retired, old)
         log.info("config reloaded from %s: %d routes", self.config_path, len(new.routes))
-        on_reload = getattr(new, "on_reload", None)
-        if callable(on_reload):
-            on_reload()
+        new.audit.record(None, "config.reloaded", "config", self.config_path, {"routes": len(new.routes)})
 
     def _close_retired(self, old: Gateway) -> None:
         if old in self._retired:
             self._retired.remove(old)
-            old.close()
+            old.close(successor=self.gateway)
 
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish up to shutdown_grace, then close."""
@@ -207,8 +204,10 @@ class Lifecycle:
             tunnel.going_away()
         for conn in list(self.server.connections):
             await conn.close()
-        for gateway in (self.gateway, *self._retired):
-            gateway.close()
+        for gateway in self._retired:
+            gateway.close(successor=self.gateway)
+        self.gateway.close()
+        await self.gateway.limiter.close()
         self.access_log.flush()
 
 
@@ -290,6 +289,7 @@ def _run_workers(config: Config, config_path: str | None, sockets: list[socket.s
     for _ in range(workers):
         pid = os.fork()
         if pid == 0:
+            _die_with_parent()
             code = 1
             try:
                 code = _run_loop(serve_forever(config, sockets, config_path=config_path, serve_metrics=False))
@@ -326,6 +326,18 @@ def _run_workers(config: Config, config_path: str | None, sockets: list[socket.s
         if os.waitstatus_to_exitcode(code) not in (0, -signal.SIGTERM, -signal.SIGINT):
             status = 1
     return status
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this worker if the parent dies (even by SIGKILL): no orphans."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return  # not Linux: workers are still stopped by the parent's signal relay
 
 
 def _serve_multiprocess_metrics(listen: str) -> None:

@@ -59,6 +59,7 @@ class GatewayProcess:
             stderr=subprocess.PIPE,
             env=child_env,
             cwd=tmp_path,
+            start_new_session=True,  # its own process group: cleanup reaches forked workers too
         )
         self._readers = [
             threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout), daemon=True),
@@ -132,6 +133,10 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # anything the gateway left behind
+        except (ProcessLookupError, PermissionError):
+            pass
         for reader in self._readers:
             reader.join(2)
         for pipe in (self.proc.stdout, self.proc.stderr):
