@@ -181,6 +181,9 @@ class LocalLimiter:
             (self.global_policy,) if self.global_policy is not None else ()
         )
         self._plans: dict[int, _Plan] = {}
+        # A limiter kept across config reloads (the limits did not change) sees new route
+        # objects each time; the cache starts over past this size instead of pinning old ones.
+        self._max_plans = 4 * len(config.routes) + 64
         for route in config.routes:
             self.policies_for(route)
 
@@ -204,6 +207,8 @@ class LocalLimiter:
                 if policy is not None and policy not in chosen:
                     chosen.append(policy)
         policies = tuple(chosen)
+        if len(self._plans) >= self._max_plans:
+            self._plans.clear()
         self._plans[id(route)] = _Plan(route, policies)
         return policies
 

@@ -396,3 +396,16 @@ def test_month_bounds_are_utc_calendar_months(when: str, start: str, end: str) -
     assert period_bounds("month", ts(when) + 0.5) == (ts(start + "T00:00:00"), ts(end + "T00:00:00"))
     day = ts(when[:10] + "T00:00:00")
     assert period_bounds("day", ts(when) + 0.5) == (day, day + 86400)
+
+
+def test_a_limiter_kept_across_reloads_follows_the_new_routes() -> None:
+    rate_limits = {"global": {"rate": 100}, "policies": {"p1": {"rate": 5}}}
+    h = Harness(make_config(rate_limits, [{"path": "/a/*"}]))
+    for generation in range(50):
+        # Same limits, new route objects (and a route's policy list may change).
+        reloaded = make_config(
+            rate_limits, [{"path": "/a/*", "rate_limit": "p1" if generation % 2 else "none"}]
+        )
+        names = [p.name for p in h.limiter.policies_for(reloaded.routes[0])]
+        assert names == (["global", "p1"] if generation % 2 else [])
+    assert len(h.limiter._plans) <= h.limiter._max_plans
