@@ -29,7 +29,7 @@ from .auth.principal import Principal
 from .body_rewrite import namespace_request, transform_body
 from .builtin import BuiltinRequest, Endpoint
 from .connection import linger_close
-from .errors import LocalReply, encode, error_body
+from .errors import LocalReply, encode, error_body, ok_body
 from .forwarding import (
     client_ip,
     client_response_headers,
@@ -39,6 +39,7 @@ from .forwarding import (
     upstream_request_head,
     without_token_param,
 )
+from .jobs import PreparedCall
 from .llm import UsageSniffer, prepare_openai_body
 from .routing import PathError, normalize_path, rewrite_path
 from .signing import sign
@@ -456,16 +457,13 @@ class Exchange(httputil.HTTPMessageDelegate):
                 raise LocalReply("VALIDATION_ERROR", "Invalid Transfer-Encoding", close=True)
             self.has_body = True
         elif cl is not None:
-            values = [v.strip(" \t") for v in cl.split(",")]
-            first = values[0]
-            if (
-                not first.isdigit()
-                or not first.isascii()
-                or len(first) > 18
-                or any(v != first for v in values)
-            ):
+            # One plain decimal only: duplicates, even equal ones ("5, 5" or two header lines,
+            # which Tornado joins with a comma), are refused rather than collapsed, as
+            # http-desync-guardian ranks them (Severe).
+            value = cl.strip(" \t")
+            if not value.isdigit() or not value.isascii() or len(value) > 18:
                 raise LocalReply("VALIDATION_ERROR", "Invalid Content-Length", close=True)
-            self.content_length = int(first)
+            self.content_length = int(value)
             self.has_body = self.content_length > 0
 
     async def _admit(self, route: Route, forward_path: str, query: str) -> None:
@@ -535,7 +533,36 @@ class Exchange(httputil.HTTPMessageDelegate):
         except LocalReply as reply:
             self._write_local(reply)
             return
+        if rc.async_:
+            await self._submit_job(forward_path, query, body)
+            return
         await self._open_upstream(forward_path, query, body)
+
+    async def _submit_job(self, forward_path: str, query: str, body: bytes) -> None:
+        """``async: true``: queue the upstream call and answer 202 with where to look for it."""
+        upstream = self.upstream
+        assert upstream is not None and self.route is not None
+        framing = f"Content-Length: {len(body)}\r\n" if body or self.has_body else ""
+
+        def build_head(target: Target) -> bytes:
+            # Built when the job runs, so a signed request carries a fresh timestamp.
+            return self._build_head(target, forward_path, query, body, framing)
+
+        call = PreparedCall(upstream, build_head, body, self.route.read_timeout)
+        owner = self.principal.user_id if self.principal is not None else ""
+        try:
+            job_id = await self.gw.jobs.submit(owner, self.route.pattern, call)
+        except Exception:
+            log.exception("request %s: cannot queue the async job", self.request_id)
+            self._write_local(LocalReply("SERVICE_UNAVAILABLE", "Cannot queue the request"))
+            return
+        data = {
+            "requestId": job_id,
+            "status": "queued",
+            "statusUrl": f"/requests/{job_id}/status",
+            "resultUrl": f"/requests/{job_id}/result",
+        }
+        self._respond(202, ok_body(data), ())
 
     async def _admit_builtin(self, endpoint: Endpoint, params: dict[str, str]) -> None:
         """Rate-limit a built-in endpoint, then collect its (small) body for ``finish``."""
@@ -636,6 +663,20 @@ class Exchange(httputil.HTTPMessageDelegate):
             self.chunked_upstream = True
         else:
             framing = ""
+        self.head = self._build_head(target, forward_path, query, body, framing)
+        conn.begin(self, self.head, self.method == "HEAD")
+        if body:
+            conn.write(body)
+        if body is not None or not self.has_body:
+            self.request_done = True
+            self._arm_timer()
+
+    def _build_head(
+        self, target: Target, forward_path: str, query: str, body: bytes | None, framing: str
+    ) -> bytes:
+        """The upstream request head: client headers cleaned, then the gateway's own added."""
+        upstream = self.upstream
+        assert upstream is not None
         path = target.base_path + forward_path
         headers = self.headers
         host = headers.get("Host", "")
@@ -666,7 +707,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         if route is not None and (route.header_drop or route.header_add):
             drop = drop | route.header_drop
             extra = (*extra, *route.header_add)
-        self.head = upstream_request_head(
+        return upstream_request_head(
             self.method,
             target_path,
             headers,
@@ -680,12 +721,6 @@ class Exchange(httputil.HTTPMessageDelegate):
             extra=extra,
             framing=framing,
         )
-        conn.begin(self, self.head, self.method == "HEAD")
-        if body:
-            conn.write(body)
-        if body is not None or not self.has_body:
-            self.request_done = True
-            self._arm_timer()
 
     def _signature_headers(
         self, secret: bytes, path_and_query: str, body: bytes
