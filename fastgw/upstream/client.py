@@ -177,15 +177,18 @@ class UpstreamConnection(asyncio.Protocol):
                 head = bytes(buf[:end])
                 del buf[: end + 4]
                 self._on_head(head)
-            elif state == _FIXED:
+            elif state == _FIXED or state == _CHUNK_DATA:
                 if not buf:
                     return
                 take = min(len(buf), self._remaining)
                 chunk = bytes(buf[:take])
                 del buf[:take]
                 self._remaining -= take
+                done = self._remaining == 0
+                if done and state == _CHUNK_DATA:
+                    self._state = _CHUNK_CRLF
                 self._deliver(chunk)
-                if self._remaining == 0:
+                if done and state == _FIXED:
                     self._finish()
             elif state == _CHUNK_SIZE:
                 end = buf.find(b"\r\n")
@@ -200,16 +203,6 @@ class UpstreamConnection(asyncio.Protocol):
                     raise UpstreamProtocolError("bad chunk size")
                 self._remaining = int(size, 16)
                 self._state = _CHUNK_DATA if self._remaining else _TRAILERS
-            elif state == _CHUNK_DATA:
-                if not buf:
-                    return
-                take = min(len(buf), self._remaining)
-                chunk = bytes(buf[:take])
-                del buf[:take]
-                self._remaining -= take
-                if self._remaining == 0:
-                    self._state = _CHUNK_CRLF
-                self._deliver(chunk)
             elif state == _CHUNK_CRLF:
                 if len(buf) < 2:
                     return
