@@ -20,6 +20,8 @@ from .metrics import Metrics
 from .ratelimit import Limiter
 from .routing import RouteSpec, RouteTable
 from .store import AuditLog, Store, open_store
+from .store.jobs import JobStore
+from .store.usage import UsageRecorder
 from .upstream.pool import Upstream
 
 
@@ -84,6 +86,8 @@ class Gateway:
             self.store = open_store(config)
         self.auth = build_authenticator(config, metrics, self.store)
         self.audit = AuditLog(self.store)
+        self.usage = UsageRecorder(self.store)
+        self.jobs_store = JobStore(self.store)
         if previous is not None and (previous.config.rate_limits, previous.config.redis) == (
             config.rate_limits,
             config.redis,

@@ -68,6 +68,36 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # Small counters shared by every process, e.g. the API-token revocation revision.
         "CREATE TABLE store_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
     ),
+    (
+        # One row per proxied request (store/usage.py); reports scan a range of ts.
+        """CREATE TABLE usage (
+            ts REAL NOT NULL,
+            route TEXT NOT NULL,
+            upstream TEXT,
+            method TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            latency_ms REAL NOT NULL,
+            user_id TEXT,
+            model TEXT,
+            input_tokens INTEGER NOT NULL DEFAULT 0,
+            output_tokens INTEGER NOT NULL DEFAULT 0
+        )""",
+        "CREATE INDEX usage_by_ts ON usage (ts)",
+        # Async invoke jobs (store/jobs.py); owner '' is an anonymous caller.
+        """CREATE TABLE jobs (
+            request_id TEXT PRIMARY KEY,
+            owner TEXT NOT NULL DEFAULT '',
+            route TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
+            progress INTEGER,
+            response_status INTEGER,
+            response_headers TEXT,
+            response_body BLOB,
+            error TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+    ),
 )
 
 

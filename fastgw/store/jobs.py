@@ -1,0 +1,159 @@
+"""Async invoke jobs (``async: true`` routes, SPEC section 8): state and kept upstream response.
+
+Why the shape:
+
+- Every state change is awaited on the writer thread (``Store.write``), unlike usage rows and
+  audit entries: the client is handed the request id as soon as ``create`` returns and may poll
+  any worker process at once, so the row must already be committed. Later changes are awaited
+  too, so a poll never sees an older state than the one the runner just moved past.
+- Transitions are conditional updates (``WHERE status IN ('queued', 'running')``): a terminal
+  job never changes again, whoever writes (a late progress report from the backend, a second
+  ``finish``), and the caller learns from the return value whether anything changed.
+- Timestamps are ISO 8601 UTC text, like the rest of the store: they sort as text and read well
+  in ``sqlite3``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from ..access_log import utc_timestamp
+from .sqlite import Store
+
+QUEUED = "queued"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TERMINAL = frozenset({SUCCEEDED, FAILED})
+
+Response = tuple[int, list[tuple[str, str]], bytes]
+
+_COLUMNS = (
+    "request_id, owner, route, status, progress, response_status, response_headers, response_body,"
+    " error, created_at, updated_at"
+)
+_UNFINISHED = f"status IN ('{QUEUED}', '{RUNNING}')"
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job as stored; ``response_*`` are None until a response was kept."""
+
+    request_id: str
+    owner: str  # the creator's user id, '' for an anonymous caller
+    route: str
+    status: str  # queued | running | succeeded | failed
+    progress: int | None
+    response_status: int | None
+    response_headers: list[tuple[str, str]] | None  # in the upstream's order, duplicates kept
+    response_body: bytes | None
+    error: str | None
+    created_at: str
+    updated_at: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+def _headers(raw: str | None) -> list[tuple[str, str]] | None:
+    if raw is None:
+        return None
+    try:
+        pairs = msgspec.json.decode(raw, type=list[tuple[str, str]])
+    except msgspec.DecodeError:
+        return []  # written by something else: keep the job readable
+    return pairs
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    (request_id, owner, route, status, progress, response_status, headers, body, error, created, updated) = (
+        row
+    )
+    return JobRecord(
+        request_id=request_id,
+        owner=owner,
+        route=route,
+        status=status,
+        progress=progress,
+        response_status=response_status,
+        response_headers=_headers(headers),
+        response_body=None if body is None else bytes(body),
+        error=error,
+        created_at=created,
+        updated_at=updated,
+    )
+
+
+def get(conn: sqlite3.Connection, request_id: str) -> JobRecord | None:
+    row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
+    return None if row is None else _record(row)
+
+
+class JobStore:
+    """The jobs of every process sharing the store (see the module docstring)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def create(self, request_id: str, owner: str, route: str) -> None:
+        """Record a queued job; committed when this returns (StoreError for a duplicate id)."""
+        now = utc_timestamp()
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?, ?)",
+                (request_id, owner, route, QUEUED, now, now),
+            )
+
+        await self.store.write(insert)
+
+    async def set_running(self, request_id: str) -> bool:
+        """queued -> running; False when the job is unknown or not queued."""
+        return await self._update(
+            "UPDATE jobs SET status = ?, updated_at = ? WHERE request_id = ? AND status = ?",
+            (RUNNING, utc_timestamp(), request_id, QUEUED),
+        )
+
+    async def set_progress(self, request_id: str, progress: int) -> bool:
+        """Record the backend's progress (0-100); False when the job is unknown or terminal."""
+        if isinstance(progress, bool) or not isinstance(progress, int) or not 0 <= progress <= 100:
+            raise ValueError("progress must be an integer from 0 to 100")
+        return await self._update(
+            f"UPDATE jobs SET progress = ?, updated_at = ? WHERE request_id = ? AND {_UNFINISHED}",
+            (progress, utc_timestamp(), request_id),
+        )
+
+    async def finish(
+        self, request_id: str, status: str, response: Response | None, error: str | None
+    ) -> bool:
+        """Move an unfinished job to ``succeeded`` or ``failed``, keeping ``response`` if any.
+
+        A succeeded job's progress becomes 100. False when the job is unknown or already
+        terminal (it is then left as it was).
+        """
+        if status not in TERMINAL:
+            raise ValueError(f"a job finishes as {SUCCEEDED!r} or {FAILED!r}, not {status!r}")
+        response_status: int | None = None
+        headers: str | None = None
+        body: bytes | None = None
+        if response is not None:
+            response_status, header_list, body = response[0], response[1], bytes(response[2])
+            headers = msgspec.json.encode([[name, value] for name, value in header_list]).decode()
+        progress = "100" if status == SUCCEEDED else "progress"
+        return await self._update(
+            f"UPDATE jobs SET status = ?, progress = {progress}, response_status = ?,"
+            " response_headers = ?, response_body = ?, error = ?, updated_at = ?"
+            f" WHERE request_id = ? AND {_UNFINISHED}",
+            (status, response_status, headers, body, error, utc_timestamp(), request_id),
+        )
+
+    async def get(self, request_id: str) -> JobRecord | None:
+        return await self.store.read(lambda conn: get(conn, request_id))
+
+    async def _update(self, sql: str, params: tuple[Any, ...]) -> bool:
+        return await self.store.write(lambda conn: conn.execute(sql, params).rowcount == 1)
