@@ -5,11 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import BuiltinEndpoints, api_tokens, audit, login, me
+from . import BuiltinEndpoints, api_tokens, audit, login, me, requests, usage
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
 
 Register = Callable[[BuiltinEndpoints, "Gateway"], None]
 
-BUILTIN_MODULES: tuple[Register, ...] = (me.register, api_tokens.register, audit.register, login.register)
+BUILTIN_MODULES: tuple[Register, ...] = (
+    me.register,
+    api_tokens.register,
+    audit.register,
+    login.register,
+    usage.register,
+    requests.register,
+)
