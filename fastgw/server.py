@@ -190,6 +190,8 @@ class Lifecycle:
         if old in self._retired:
             self._retired.remove(old)
             old.close(successor=self.gateway)
+            if old.limiter is not self.gateway.limiter:
+                asyncio.ensure_future(old.limiter.close())
 
     async def drain(self) -> None:
         """Stop accepting, let in-flight requests finish up to shutdown_grace, then close."""
@@ -206,6 +208,8 @@ class Lifecycle:
             await conn.close()
         for gateway in self._retired:
             gateway.close(successor=self.gateway)
+            if gateway.limiter is not self.gateway.limiter:
+                await gateway.limiter.close()
         self.gateway.close()
         await self.gateway.limiter.close()
         self.access_log.flush()
