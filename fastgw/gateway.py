@@ -16,6 +16,7 @@ from .builtin import BuiltinEndpoints
 from .builtin.registry import BUILTIN_MODULES
 from .config import Config, RouteConfig
 from .forwarding import Network, parse_networks
+from .jobs import JobRunner
 from .metrics import Metrics
 from .ratelimit import Limiter
 from .routing import RouteSpec, RouteTable
@@ -88,6 +89,11 @@ class Gateway:
         self.audit = AuditLog(self.store)
         self.usage = UsageRecorder(self.store)
         self.jobs_store = JobStore(self.store)
+        self.jobs: JobRunner
+        if previous is not None and previous.store is self.store:
+            self.jobs = previous.jobs  # jobs already running keep their slots
+        else:
+            self.jobs = JobRunner(self.jobs_store)
         if previous is not None and (previous.config.rate_limits, previous.config.redis) == (
             config.rate_limits,
             config.redis,
@@ -127,6 +133,7 @@ class Gateway:
             or rewrites_body
             or (rc.namespace is not None and bool(rc.namespace.json_fields))
             or rc.llm is not None
+            or rc.async_
         )
         header_drop, header_add = transform_headers(transform) if transform else (frozenset(), ())
         return Route(

@@ -44,6 +44,7 @@ from .llm import UsageSniffer, prepare_openai_body
 from .routing import PathError, normalize_path, rewrite_path
 from .signing import sign
 from .sse import SseKeepalive
+from .store.usage import UsageRecord
 from .upstream.client import UpstreamConnection
 from .upstream.pool import ConnectFailed, PoolExhausted, Target, Upstream
 from .webhook import verify_webhook
@@ -889,6 +890,21 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.inflight.count -= 1
         elapsed = time.perf_counter() - self.started
         gw.metrics.observe_request(self.route_label, self.method, self.status, elapsed)
+        if self.upstream is not None:
+            gw.usage.record(
+                UsageRecord(
+                    ts=time.time(),
+                    route=self.route_label,
+                    upstream=self.upstream.name,
+                    method=self.method,
+                    status=self.status,
+                    latency_ms=elapsed * 1000,
+                    user_id=self.user_id,
+                    model=self.model,
+                    input_tokens=self.input_tokens,
+                    output_tokens=self.output_tokens,
+                )
+            )
         if gw.access_log.enabled:
             path = self.path
             if self.query:

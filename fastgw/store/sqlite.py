@@ -248,8 +248,8 @@ class _Worker:
 
         try:
             transaction(self._connection(), apply)
-        except (StoreError, sqlite3.Error) as exc:
-            log.error("store: %d queued writes were lost: %s", len(writes), exc)
+        except Exception as exc:  # any error: the writer thread must outlive a bad row
+            log.error("store: %d queued writes were lost: %s", len(writes), type(exc).__name__)
 
     def stop(self, timeout: float) -> None:
         self.queue.put(_STOP)
