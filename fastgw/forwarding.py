@@ -50,6 +50,9 @@ _REPLACED_OR_DANGEROUS = frozenset(
     }
 )
 
+# Names a lenient backend might fold onto a framing header ("Transfer---Encoding"): never forwarded.
+_FRAMING_LOOKALIKES = frozenset({"transferencoding", "contentlength"})
+
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -130,6 +133,7 @@ def upstream_request_head(
             or "_" in lname
             or (nominated and lname in nominated)
             or lname.startswith(drop_prefixes)
+            or (lname.endswith(("encoding", "length")) and lname.replace("-", "") in _FRAMING_LOOKALIKES)
         ):
             continue
         lines.append(f"{name}: {value}\r\n")
