@@ -27,8 +27,8 @@ How a case becomes bytes:
   one data chunk and the last chunk (``5\\r\\nhello\\r\\n0\\r\\n\\r\\n``); else with ``Content-Length``
   lines that all carry the same plain decimal, that many bytes; else none.
 
-The corpus lives outside the repository: ``FASTGW_DESYNC_CORPUS`` points at it (default
-/work/shared/corpora/http-desync-guardian); without it the corpus tests are skipped.
+The corpus lives outside the repository, in ``shared/corpora/`` beside it;
+``FASTGW_DESYNC_CORPUS`` points elsewhere. Without it the corpus tests are skipped.
 """
 
 from __future__ import annotations
@@ -51,7 +51,13 @@ import yaml
 from tests.conftest import GatewayProcess
 from tests.upstream_server import Recorded, UpstreamServer
 
-CORPUS = Path(os.environ.get("FASTGW_DESYNC_CORPUS", "/work/shared/corpora/http-desync-guardian"))
+# shared/ sits beside the repository (in CI too); FASTGW_DESYNC_CORPUS overrides.
+CORPUS = Path(
+    os.environ.get(
+        "FASTGW_DESYNC_CORPUS",
+        str(Path(__file__).resolve().parents[3] / "shared" / "corpora" / "http-desync-guardian"),
+    )
+)
 TOKEN = "desync-corpus-token-0123456789"
 HOST = b"gw.example"
 CHUNKED_BODY = (b"5\r\nhello\r\n0\r\n\r\n", b"hello")
