@@ -170,5 +170,6 @@ class Gateway:
         """Release what this gateway owns and its successor did not take over."""
         for upstream in self.upstreams.values():
             upstream.close()
+        self.usage.flush()
         if successor is None or successor.store is not self.store:
             self.store.close()

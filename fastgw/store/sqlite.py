@@ -172,6 +172,7 @@ class _Call:
 class _Write:
     sql: str
     params: Sequence[Any]
+    many: bool = False  # params is a sequence of rows for executemany
 
 
 _STOP = object()
@@ -244,7 +245,10 @@ class _Worker:
     def _flush(self, writes: list[_Write]) -> None:
         def apply(conn: sqlite3.Connection) -> None:
             for write in writes:
-                conn.execute(write.sql, write.params)
+                if write.many:
+                    conn.executemany(write.sql, write.params)
+                else:
+                    conn.execute(write.sql, write.params)
 
         try:
             transaction(self._connection(), apply)
@@ -306,6 +310,13 @@ class Store:
             self._worker("writer").queue.put(_Write(sql, params))
         except StoreError:
             log.warning("store: a write after close was dropped")
+
+    def enqueue_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Like ``enqueue`` for many rows of one statement: one hand-off to the writer thread."""
+        try:
+            self._worker("writer").queue.put(_Write(sql, rows, many=True))
+        except StoreError:
+            log.warning("store: %d writes after close were dropped", len(rows))
 
     def close(self, timeout: float = 5.0) -> None:
         """Commit queued writes, close the connections and stop the threads of this process."""

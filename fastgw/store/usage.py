@@ -20,6 +20,7 @@ Why the shape:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sqlite3
@@ -346,27 +347,52 @@ def _params(rec: UsageRecord) -> tuple[Any, ...]:
     )
 
 
+FLUSH_INTERVAL = 0.25  # seconds a record may wait on the event loop before the writer gets it
+FLUSH_MAX = 1000
+
+
 class UsageRecorder:
     """Queues usage rows and answers the usage reports for one gateway (see the module docstring)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self._next_prune = 0.0
+        self._pending: list[tuple[Any, ...]] = []
 
     def record(self, rec: UsageRecord) -> None:
-        """Queue ``rec``; returns at once and never raises (a bad record is logged and dropped)."""
+        """Queue ``rec``; returns at once and never raises (a bad record is logged and dropped).
+
+        Records are gathered on the event loop and handed to the writer thread together, every
+        ``FLUSH_INTERVAL`` or ``FLUSH_MAX`` records: one hand-off per request cost about a
+        sixth of a worker's proxy throughput.
+        """
         try:
             params = _params(rec)
         except Exception as exc:
             log.warning("usage: a record was dropped: %s", type(exc).__name__)
             return
+        pending = self._pending
+        pending.append(params)
+        if len(pending) >= FLUSH_MAX:
+            self.flush()
+        elif len(pending) == 1:
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+            except RuntimeError:  # no event loop (tools, tests): write through
+                self.flush()
+
+    def flush(self) -> None:
+        """Hand the gathered records to the store's writer (also called at shutdown)."""
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
         try:
-            self.store.enqueue(_INSERT, params)
+            self.store.enqueue_many(_INSERT, rows)
             now = time.time()
             if now >= self._next_prune:
                 self.prune(now)
         except Exception:
-            log.exception("usage: a record could not be queued")
+            log.exception("usage: %d records could not be queued", len(rows))
 
     def prune(self, now: float | None = None) -> None:
         """Queue the deletion of (a bounded batch of) rows older than ``RETENTION_DAYS``."""
