@@ -30,12 +30,23 @@ from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 from .errors import error_body
 
 
-def _header_too_large_response() -> bytes:
-    body = error_body("HEADERS_TOO_LARGE", "Request headers too large", str(uuid.uuid4()))
+def _closing_error(status_line: bytes, code: str, message: str) -> bytes:
+    request_id = str(uuid.uuid4())
+    body = error_body(code, message, request_id)
     return (
-        b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        b"%s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nX-Request-Id: %s\r\n"
+        b"Connection: close\r\n\r\n%s" % (status_line, len(body), request_id.encode(), body)
     )
+
+
+def _header_too_large_response() -> bytes:
+    return _closing_error(
+        b"HTTP/1.1 431 Request Header Fields Too Large", "HEADERS_TOO_LARGE", "Request headers too large"
+    )
+
+
+# What Tornado writes, bare, for a request it cannot parse (bad header line, bad chunk size...).
+_TORNADO_BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"
 
 
 class _HeadLimits:
@@ -44,6 +55,7 @@ class _HeadLimits:
     idle_timeout: float = 75.0
     header_timeout: float = 10.0
     heads_read: int = 0
+    last_was_head: bool = False
     head_limit_hit: bool = False
 
     def configure(self, idle_timeout: float, header_timeout: float) -> None:
@@ -58,6 +70,13 @@ class _HeadLimits:
         system calls per request that a proxy, which always wants small writes sent at once,
         does not need.
         """
+
+    def write(self, data: bytes | memoryview, *args: Any, **kwargs: Any) -> Any:
+        # Tornado answers a malformed request with a bare status line; every answer of ours
+        # carries the JSON envelope (SPEC 10), so swap it (Tornado closes the connection next).
+        if len(data) == len(_TORNADO_BARE_400) and data == _TORNADO_BARE_400 and not self.last_was_head:
+            data = _closing_error(b"HTTP/1.1 400 Bad Request", "VALIDATION_ERROR", "Malformed request")
+        return super().write(data, *args, **kwargs)  # type: ignore[misc]
 
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
         return self._read_head(regex, max_bytes)
@@ -82,7 +101,9 @@ class _HeadLimits:
             rest = await super().read_until_regex(regex, limit)  # type: ignore[misc]
         finally:
             timer.cancel()
-        return first + bytes(rest) if first else bytes(rest)
+        head = first + bytes(rest) if first else bytes(rest)
+        self.last_was_head = head.lstrip(b"\r\n").startswith(b"HEAD ")  # no body in answers to HEAD
+        return head
 
     def _check_max_bytes(self, delimiter: bytes | re.Pattern[bytes], size: int) -> None:
         stream: Any = self

@@ -282,6 +282,8 @@ def test_access_log_lines(upstream: UpstreamServer, start_gateway: Any) -> None:
         b"POST /api/x HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         b"GET http://evil.example/api/x HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /api/x#frag HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /api/x HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+        b"POST /api/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nZXX0\r\n\r\n",
     ],
 )
 def test_ambiguous_framing_is_refused(upstream: UpstreamServer, start_gateway: Any, raw: bytes) -> None:
@@ -291,6 +293,7 @@ def test_ambiguous_framing_is_refused(upstream: UpstreamServer, start_gateway: A
         response = _read_all(sock)
     assert response.startswith(b"HTTP/1.1 400")
     assert response.count(b"HTTP/1.1 ") == 1
+    assert b'{"ok":false,"error":{"code":"VALIDATION_ERROR"' in response
     assert upstream.requests == []
 
 
