@@ -8,11 +8,15 @@ and serves a short server-sent event stream to show streaming.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
+import shutil
 import sys
+import tempfile
 
 import tornado.web
 from tornado.httpserver import HTTPServer
+from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 
 from .config import Config, config_from_dict, parse_listen
@@ -49,10 +53,13 @@ class EventsHandler(tornado.web.RequestHandler):
     async def get(self) -> None:
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
-        for n in range(1, 6):
-            self.write(f"id: {n}\ndata: {json.dumps({'tick': n})}\n\n")
-            await self.flush()
-            await asyncio.sleep(0.3)
+        try:
+            for n in range(1, 6):
+                self.write(f"id: {n}\ndata: {json.dumps({'tick': n})}\n\n")
+                await self.flush()
+                await asyncio.sleep(0.3)
+        except StreamClosedError:
+            pass  # the client stopped listening
 
 
 def echo_app() -> tornado.web.Application:
@@ -62,10 +69,11 @@ def echo_app() -> tornado.web.Application:
 DEMO_TOKEN = "demo-token"
 
 
-def demo_config(listen: str, upstream_port: int) -> Config:
+def demo_config(listen: str, upstream_port: int, store_dir: str) -> Config:
     return config_from_dict(
         {
             "server": {"listen": listen, "metrics_listen": None, "workers": 1},
+            "store": f"sqlite:///{store_dir}/demo.db",
             "auth": {
                 "tokens": [
                     {
@@ -108,7 +116,10 @@ def run_demo(listen: str) -> int:
 
     upstream_sockets = bind_sockets(0, "127.0.0.1")
     upstream_port = upstream_sockets[0].getsockname()[1]
-    config = demo_config(listen, upstream_port)
+    # The demo leaves nothing behind: its store lives in a temporary directory.
+    store_dir = tempfile.mkdtemp(prefix="fastgw-demo-")
+    atexit.register(shutil.rmtree, store_dir, True)
+    config = demo_config(listen, upstream_port, store_dir)
 
     def ready() -> None:
         HTTPServer(echo_app()).add_sockets(upstream_sockets)

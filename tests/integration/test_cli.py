@@ -95,14 +95,18 @@ def test_sign_and_verify_spec_vector() -> None:
     assert fastgw("verify", *args, "--signature", expected, stdin=body + b" ").returncode == 1
 
 
-def test_demo_serves_its_printed_curl_lines() -> None:
+def test_demo_serves_its_printed_curl_lines(tmp_path: Path) -> None:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(REPO))
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    stderr = (tmp_path / "stderr.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fastgw", "demo", "--listen", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         env=env,
+        cwd=workdir,
     )
     try:
         assert proc.stdout is not None
@@ -127,3 +131,6 @@ def test_demo_serves_its_printed_curl_lines() -> None:
         assert proc.wait(15) == 0
         if proc.stdout is not None:
             proc.stdout.close()
+        stderr.close()
+    assert b"Traceback" not in (tmp_path / "stderr.log").read_bytes()
+    assert list(workdir.iterdir()) == []  # the demo needs no files and leaves none
