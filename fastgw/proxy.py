@@ -799,13 +799,17 @@ class Exchange(httputil.HTTPMessageDelegate):
             reply.status, error_body(reply.code, reply.message, self.request_id), reply.headers, reply.close
         )
 
-    def _fail_request(self, reply: LocalReply) -> None:
-        """A local error after the request head was accepted (upstream failure, body limit)."""
+    def _drop_upstream(self) -> None:
+        """Abandon the upstream exchange in progress: the connection is closed, never reused."""
         conn, self.upstream_conn = self.upstream_conn, None
         if conn is not None:
             conn.detach()
             if self.upstream is not None and self.target is not None:
                 self.upstream.release(self.target, conn, ok=False)
+
+    def _fail_request(self, reply: LocalReply) -> None:
+        """A local error after the request head was accepted (upstream failure, body limit)."""
+        self._drop_upstream()
         if self.response_started:
             self._abort_client(reply.code)
         elif self.request_done:
@@ -861,11 +865,7 @@ class Exchange(httputil.HTTPMessageDelegate):
 
     def _abort_client(self, reason: str) -> None:
         """Cut the client connection mid-response: an incomplete body, never a new status line."""
-        conn, self.upstream_conn = self.upstream_conn, None
-        if conn is not None:
-            conn.detach()
-            if self.upstream is not None and self.target is not None:
-                self.upstream.release(self.target, conn, ok=False)
+        self._drop_upstream()
         self.conn.close()
         self._complete()
 

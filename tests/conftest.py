@@ -30,6 +30,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def read_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
+    """Everything the peer sends until it closes (a reset counts as closing)."""
+    sock.settimeout(timeout)
+    chunks = []
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    except ConnectionResetError:
+        pass
+    return b"".join(chunks)
+
+
 class GatewayProcess:
     """``python -m fastgw run -c FILE`` as a child process, with its output collected."""
 

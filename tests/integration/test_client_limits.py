@@ -9,6 +9,7 @@ import threading
 import time
 from typing import Any
 
+from tests.conftest import read_until_closed
 from tests.upstream_server import UpstreamServer
 
 
@@ -21,20 +22,6 @@ def config(upstream: UpstreamServer, **server: Any) -> dict[str, Any]:
             {"path": "/small/*", "upstream": "svc", "auth": "none", "body_limit": "1KiB"},
         ],
     }
-
-
-def read_until_closed(sock: socket.socket, timeout: float = 10) -> bytes:
-    sock.settimeout(timeout)
-    chunks = []
-    try:
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    except ConnectionResetError:
-        pass
-    return b"".join(chunks)
 
 
 def test_slow_header_client_is_cut_while_others_are_served(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, read_until_closed
 from tests.upstream_server import UpstreamServer
 
 
@@ -99,7 +99,7 @@ def test_hop_by_hop_and_spoofed_headers_are_removed(upstream: UpstreamServer, st
             b"X-Gateway-Signature: v2=forged\r\nX-HTTP-Method-Override: DELETE\r\n"
             b"X-Kept: yes\r\nConnection: close\r\n\r\n"
         )
-        response = _read_all(sock)
+        response = read_until_closed(sock)
     assert response.startswith(b"HTTP/1.1 200")
     seen = upstream.requests[-1]
     names = seen.header_names()
@@ -124,16 +124,6 @@ def test_hop_by_hop_and_spoofed_headers_are_removed(upstream: UpstreamServer, st
     assert b"x-upstream-hop" not in head
     assert b"keep-alive: timeout" not in head
     assert b"x-upstream: yes" in head
-
-
-def _read_all(sock: socket.socket) -> bytes:
-    sock.settimeout(5)
-    chunks = []
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return b"".join(chunks)
-        chunks.append(data)
 
 
 def test_request_id_kept_or_generated(upstream: UpstreamServer, start_gateway: Any) -> None:
@@ -223,7 +213,7 @@ def test_reset_mid_body_closes_client_without_second_status(
     gw = start_gateway(base_config(upstream))
     with socket.create_connection(("127.0.0.1", gw.port)) as sock:
         sock.sendall(b"GET /reset HTTP/1.1\r\nHost: x\r\n\r\n")
-        response = _read_all(sock)
+        response = read_until_closed(sock)
     assert response.startswith(b"HTTP/1.1 200")
     assert response.count(b"HTTP/1.1") == 1
     head, body = response.split(b"\r\n\r\n", 1)
@@ -290,7 +280,7 @@ def test_ambiguous_framing_is_refused(upstream: UpstreamServer, start_gateway: A
     gw = start_gateway(base_config(upstream))
     with socket.create_connection(("127.0.0.1", gw.port)) as sock:
         sock.sendall(raw)
-        response = _read_all(sock)
+        response = read_until_closed(sock)
     assert response.startswith(b"HTTP/1.1 400")
     assert response.count(b"HTTP/1.1 ") == 1
     assert b'{"ok":false,"error":{"code":"VALIDATION_ERROR"' in response
