@@ -473,10 +473,15 @@ class Exchange(httputil.HTTPMessageDelegate):
         rc = route.config
         try:
             if rc.auth in ("required", "optional"):
-                principal = await gw.auth.admit(rc, self.headers, self.query, self.context.cert_user)
+                principal = await gw.auth.authenticate(
+                    self.headers, self.query, rc.query_token, self.context.cert_user
+                )
                 if principal is not None:
                     self.principal = principal
                     self.user_id = principal.user_id
+                    gw.auth.authorize(rc.roles, rc.scopes, principal)
+                elif rc.auth == "required":
+                    raise gw.auth.missing()
             self.client_ip = client_ip(
                 self.context.remote_ip, self.headers.get("X-Forwarded-For"), gw.trusted_proxies
             )
@@ -486,6 +491,8 @@ class Exchange(httputil.HTTPMessageDelegate):
             if rc.quota:
                 await gw.limiter.check_quota(rc, self.principal)
         except LocalReply as reply:
+            if reply.code == "FORBIDDEN" and "admin" in rc.roles and self.principal is not None:
+                gw.audit.record(self.principal.user_id, "admin.denied", "route", route.pattern, {})
             self._answer_error(reply)
             return
         except Exception:

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from tornado.httputil import HTTPHeaders
 
-from ..config import Config, RouteConfig
+from ..config import Config
 from ..errors import LocalReply
 from ..forwarding import token_param
 from ..metrics import Metrics
@@ -127,18 +127,10 @@ class Authenticator:
             return checked_principal(await self.jwt.verify(token))
         raise AuthFailure("invalid_token")
 
-    async def admit(
-        self, route: RouteConfig, headers: HTTPHeaders, query: str, cert_user: str | None
-    ) -> Principal | None:
-        """Authenticate for ``route`` (``auth: required|optional``) and check roles and scopes."""
-        principal = await self.authenticate(headers, query, route.query_token, cert_user)
-        if principal is None:
-            if route.auth == "required":
-                self.metrics.auth_failures.labels("missing").inc()
-                raise LocalReply("UNAUTHORIZED", "Authentication required")
-            return None
-        self.authorize(route.roles, route.scopes, principal)
-        return principal
+    def missing(self) -> LocalReply:
+        """The 401 for a route that requires a credential when none was presented."""
+        self.metrics.auth_failures.labels("missing").inc()
+        return LocalReply("UNAUTHORIZED", "Authentication required")
 
     def authorize(self, roles: list[str], scopes: list[str], principal: Principal) -> None:
         if roles and principal.role not in roles:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from typing import Any
 
 from tests.upstream_server import UpstreamServer
@@ -81,6 +82,14 @@ def test_roles_and_scopes_are_403(upstream: UpstreamServer, start_gateway: Any) 
     gw = start_gateway(config(upstream))
     status, _, body = gw.request("GET", "/admin/x", headers=bearer(READER))
     assert status == 403 and json.loads(body)["error"]["code"] == "FORBIDDEN"
+    deadline = time.monotonic() + 5
+    while True:  # the denial is audited (written in the background)
+        _, _, doc = gw.json("GET", "/v1/audit-logs", headers=bearer(OPS))
+        denied = [e for e in doc["data"] if e["action"] == "admin.denied"]
+        if denied or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert denied[0]["actorUserId"] == "reader" and denied[0]["targetId"] == "/admin/*"
     assert gw.request("GET", "/admin/x", headers=bearer(OPS))[0] == 200
     assert gw.request("GET", "/rpc", headers=bearer(READER))[0] == 403
     assert gw.request("GET", "/rpc", headers=bearer(OPS))[0] == 200
