@@ -230,7 +230,12 @@ async def serve_forever(
         host, port = parse_listen(config.server.metrics_listen)
         app = tornado.web.Application([(r"/metrics", _MetricsHandler, {"metrics": life.metrics})])
         metrics_server = HTTPServer(app)
-        metrics_server.listen(port, host or "")
+        try:
+            metrics_server.listen(port, host or "")
+        except OSError as exc:
+            # Metrics are not worth refusing traffic for: say so loudly and serve anyway.
+            log.error("cannot serve /metrics on %s: %s", config.server.metrics_listen, exc.strerror or exc)
+            metrics_server = None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, life.stopping.set)
@@ -350,4 +355,7 @@ def _serve_multiprocess_metrics(listen: str) -> None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     host, port = parse_listen(listen)
-    start_http_server(port, host or "0.0.0.0", registry)
+    try:
+        start_http_server(port, host or "0.0.0.0", registry)
+    except OSError as exc:
+        log.error("cannot serve /metrics on %s: %s", listen, exc.strerror or exc)

@@ -103,3 +103,10 @@ def test_workers_share_the_port_and_metrics(upstream: UpstreamServer, start_gate
         time.sleep(0.1)
     assert total == 20
     assert gw.stop() == 0
+
+
+def test_a_taken_metrics_port_does_not_stop_the_gateway(upstream: UpstreamServer, start_gateway: Any) -> None:
+    first = start_gateway(config(upstream))
+    second = start_gateway(config(upstream, server={"metrics_listen": f"127.0.0.1:{first.metrics_port}"}))
+    assert second.request("GET", "/api/x")[0] == 200
+    assert any("cannot serve /metrics" in line for line in second.stderr)
