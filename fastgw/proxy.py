@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
@@ -143,6 +143,9 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.endpoint: Endpoint | None = None
         self.endpoint_params: dict[str, str] = {}
         self.has_body = False
+        self.content_length: int | None = None
+        self.reused = False
+        self.task: asyncio.Task[None] | None = None
         self.chunked_upstream = False
         self.body_received = 0
         self.body_limit = gateway.body_limit
@@ -192,6 +195,10 @@ class Exchange(httputil.HTTPMessageDelegate):
         self.http10 = start_line.version == "HTTP/1.0"
         self.request_id = request_id_from(headers.get("X-Request-Id"))
         self.headers = headers
+        if self.gw.trusted_proxies:
+            self.client_ip = client_ip(
+                self.client_ip, headers.get("X-Forwarded-For"), self.gw.trusted_proxies
+            )
         if "Connection" in headers and "close" in connection_tokens(headers):
             # Tornado only honours a Connection header that is exactly "close".
             self.conn._disconnect_on_finish = True
@@ -285,10 +292,10 @@ class Exchange(httputil.HTTPMessageDelegate):
             self._respond(*self.pending)
             return
         if self.endpoint is not None:
-            asyncio.ensure_future(self._run_builtin())
+            self._spawn(self._run_builtin())
             return
         if self.deferred is not None:
-            asyncio.ensure_future(self._forward_buffered())
+            self._spawn(self._forward_buffered())
             return
         conn = self.upstream_conn
         if conn is not None and self.chunked_upstream and not conn.closed:
@@ -433,7 +440,7 @@ class Exchange(httputil.HTTPMessageDelegate):
                 # A pooled connection the upstream closed as we reused it (a keep-alive race,
                 # not a sick target): try once more on a fresh connection.
                 self.reused = False
-                asyncio.ensure_future(self._retry_fresh(upstream, target))
+                self._spawn(self._retry_fresh(upstream, target))
                 return
             upstream.record_failure(target)
             self.gw.metrics.upstream_error(upstream.name, reason)
@@ -446,8 +453,17 @@ class Exchange(httputil.HTTPMessageDelegate):
 
     # -- internals -------------------------------------------------------------------------
 
-    content_length: int | None = None
-    reused = False
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as this exchange's task: kept referenced, and never left without an answer."""
+        self.task = asyncio.ensure_future(work)
+        self.task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("request %s failed", self.request_id, exc_info=task.exception())
+        if not self.done:
+            self._fail_request(LocalReply("INTERNAL_ERROR", "Internal error"))
 
     def _check_framing(self, headers: httputil.HTTPHeaders) -> None:
         """Refuse every ambiguous body framing before Tornado starts reading a body."""
@@ -482,9 +498,6 @@ class Exchange(httputil.HTTPMessageDelegate):
                     gw.auth.authorize(rc.roles, rc.scopes, principal)
                 elif rc.auth == "required":
                     raise gw.auth.missing()
-            self.client_ip = client_ip(
-                self.context.remote_ip, self.headers.get("X-Forwarded-For"), gw.trusted_proxies
-            )
             self.limit_headers = await gw.limiter.check(
                 route.pattern, rc, self.principal, self.client_ip, self.headers
             )
@@ -574,9 +587,6 @@ class Exchange(httputil.HTTPMessageDelegate):
 
     async def _admit_builtin(self, endpoint: Endpoint, params: dict[str, str]) -> None:
         """Rate-limit a built-in endpoint, then collect its (small) body for ``finish``."""
-        self.client_ip = client_ip(
-            self.context.remote_ip, self.headers.get("X-Forwarded-For"), self.gw.trusted_proxies
-        )
         if endpoint.rate_limited:
             try:
                 self.limit_headers = await self.gw.limiter.check(
@@ -856,7 +866,7 @@ class Exchange(httputil.HTTPMessageDelegate):
             # front then reports 502). Answer, then keep reading and discarding for a moment.
             head = "".join(f"{name}: {value}\r\n" for name, value in headers.get_all())
             data = f"HTTP/1.1 {status} {_reason(status)}\r\n{head}\r\n".encode("latin-1") + body
-            asyncio.ensure_future(linger_close(self.conn.detach(), data))
+            self.task = asyncio.ensure_future(linger_close(self.conn.detach(), data))
             self._complete()
             return
         try:

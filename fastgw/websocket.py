@@ -208,7 +208,7 @@ class WebSocketTunnel:
     def start(self, response_head: bytes) -> None:
         self.client.write(response_head)
         self.client.set_close_callback(self._client_closed)
-        asyncio.ensure_future(self._pump_client())
+        self.pump = asyncio.ensure_future(self._pump_client())  # referenced: tasks are weakly held
 
     # Upstream -> client (ResponseSink) ------------------------------------------------------
 
