@@ -19,6 +19,7 @@ from .forwarding import Network, parse_networks
 from .jobs import JobRunner
 from .metrics import Metrics
 from .ratelimit import Limiter
+from .ratelimit.local import Policy
 from .routing import RouteSpec, RouteTable
 from .store import AuditLog, Store, open_store
 from .store.jobs import JobStore
@@ -39,6 +40,7 @@ class Route:
     buffered: bool  # the whole body is read before forwarding (sign, hmac, body rewrites, llm)
     header_drop: frozenset[str]  # transform.headers.remove, lowercased
     header_add: tuple[tuple[str, str], ...]  # transform.headers.add
+    rate_policies: tuple[Policy, ...]  # global and the route's own, resolved at load
 
 
 class Gateway:
@@ -101,6 +103,7 @@ class Gateway:
             self.limiter = previous.limiter
         else:
             self.limiter = Limiter(config, metrics)
+        self.builtin_rate_policies = self.limiter.policies_for(None)
         self.builtins = BuiltinEndpoints()
         for register in BUILTIN_MODULES:
             register(self.builtins, self)
@@ -137,7 +140,16 @@ class Gateway:
         )
         header_drop, header_add = transform_headers(transform) if transform else (frozenset(), ())
         return Route(
-            rc.path, rc, upstream, rewrite, body_limit, read_timeout, buffered, header_drop, header_add
+            rc.path,
+            rc,
+            upstream,
+            rewrite,
+            body_limit,
+            read_timeout,
+            buffered,
+            header_drop,
+            header_add,
+            self.limiter.policies_for(rc),
         )
 
     def identity_headers(self, principal: Principal) -> tuple[tuple[str, str], ...]:

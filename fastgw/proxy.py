@@ -499,7 +499,7 @@ class Exchange(httputil.HTTPMessageDelegate):
                 elif rc.auth == "required":
                     raise gw.auth.missing()
             self.limit_headers = await gw.limiter.check(
-                route.pattern, rc, self.principal, self.client_ip, self.headers
+                route.pattern, route.rate_policies, self.principal, self.client_ip, self.headers
             )
             if rc.quota:
                 await gw.limiter.check_quota(rc, self.principal)
@@ -590,7 +590,7 @@ class Exchange(httputil.HTTPMessageDelegate):
         if endpoint.rate_limited:
             try:
                 self.limit_headers = await self.gw.limiter.check(
-                    endpoint.pattern, None, None, self.client_ip, self.headers
+                    endpoint.pattern, self.gw.builtin_rate_policies, None, self.client_ip, self.headers
                 )
             except LocalReply as reply:
                 self._answer_error(reply)

@@ -38,15 +38,18 @@ class Limiter:
         self.remote = RedisBackend(config.redis, metrics) if config.redis else None
         self._redis_args: dict[tuple[Policy, ...], tuple[bytes, ...]] = {}
 
+    def policies_for(self, route: RouteConfig | None) -> tuple[Policy, ...]:
+        """The policies a route is subject to (``None``: a built-in endpoint); call at config load."""
+        return self.local.policies_for(route)
+
     async def check(
         self,
         pattern: str,
-        route: RouteConfig | None,
+        policies: tuple[Policy, ...],
         principal: Principal | None,
         client_ip: str,
         headers: HTTPHeaders,
     ) -> Headers:
-        policies = self.local.policies_for(route)
         if not policies:
             return ()
         remote = self.remote

@@ -2,8 +2,8 @@
 
 Each policy owns one ``speedups.BucketTable``; a bucket is named by the key's value alone, so
 every route that names a policy shares that policy's buckets (SPEC 7). The list of policies a
-route is subject to is worked out once per route and cached by the route object's identity, so
-a request costs one dict lookup, one key string and one ``take`` per policy.
+route is subject to is worked out once per route when the gateway compiles its config, so a
+request costs one key string and one ``take`` per policy.
 
 Keys never carry what a client could use to grow memory without bound: the tables evict (least
 recently used) above ``max_keys`` per policy, and a key value longer than ``_MAX_KEY`` (a
@@ -156,16 +156,6 @@ def conclude(policies: Sequence[Policy], outcomes: Sequence[Outcome]) -> Headers
     return allowed_headers(policies[best], remaining, reset)
 
 
-class _Plan:
-    """A route's policies; holds the route so its id() cannot be reused while cached."""
-
-    __slots__ = ("route", "policies")
-
-    def __init__(self, route: RouteConfig | None, policies: tuple[Policy, ...]) -> None:
-        self.route = route
-        self.policies = policies
-
-
 class LocalLimiter:
     """Every policy of a config as in-process buckets, plus each route's list of policies."""
 
@@ -180,12 +170,6 @@ class LocalLimiter:
         self.builtin_policies: tuple[Policy, ...] = (
             (self.global_policy,) if self.global_policy is not None else ()
         )
-        self._plans: dict[int, _Plan] = {}
-        # A limiter kept across config reloads (the limits did not change) sees new route
-        # objects each time; the cache starts over past this size instead of pinning old ones.
-        self._max_plans = 4 * len(config.routes) + 64
-        for route in config.routes:
-            self.policies_for(route)
 
     def policies_for(self, route: RouteConfig | None) -> tuple[Policy, ...]:
         """``global`` (unless the route says ``none``) then the route's named policies, once each.
@@ -194,9 +178,6 @@ class LocalLimiter:
         """
         if route is None:
             return self.builtin_policies
-        plan = self._plans.get(id(route))
-        if plan is not None:
-            return plan.policies
         names = route.rate_limit
         chosen: list[Policy] = []
         if "none" not in names:
@@ -206,11 +187,7 @@ class LocalLimiter:
                 policy = self.policies.get(name)  # unknown names are config errors, caught at load
                 if policy is not None and policy not in chosen:
                     chosen.append(policy)
-        policies = tuple(chosen)
-        if len(self._plans) >= self._max_plans:
-            self._plans.clear()
-        self._plans[id(route)] = _Plan(route, policies)
-        return policies
+        return tuple(chosen)
 
     def check(
         self,

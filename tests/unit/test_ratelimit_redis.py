@@ -62,7 +62,7 @@ async def check(limiter: Limiter, path: str = "/a/*", **kwargs: Any) -> dict[str
     try:
         out = await limiter.check(
             path,
-            route,
+            limiter.policies_for(route),
             kwargs.get("principal"),
             kwargs.get("ip", "10.0.0.1"),
             HTTPHeaders(kwargs.get("headers", {})),
