@@ -38,8 +38,11 @@ class Route:
     body_limit: int
     read_timeout: float
     buffered: bool  # the whole body is read before forwarding (sign, hmac, body rewrites, llm)
-    header_drop: frozenset[str]  # transform.headers.remove, lowercased
     header_add: tuple[tuple[str, str], ...]  # transform.headers.add
+    # Client headers never forwarded (lowercased): identity headers, transform.headers.remove,
+    # and the names the upstream's `headers:` sets (an injected API key replaces the client's).
+    drop: frozenset[str]
+    drop_with_authorization: frozenset[str]  # ... and Authorization, once the gateway consumed it
     rate_policies: tuple[Policy, ...]  # global and the route's own, resolved at load
 
 
@@ -80,7 +83,6 @@ class Gateway:
         ids = config.identity_headers
         self._identity_names = (ids.user_id, ids.role, ids.app_key, ids.plan, ids.scopes)
         self.identity_header_names = frozenset(h.lower() for h in self._identity_names)
-        self.identity_and_authorization = self.identity_header_names | {"authorization"}
         self.store: Store
         self.limiter: Limiter
         if previous is not None and previous.config.store_path() == config.store_path():
@@ -139,6 +141,8 @@ class Gateway:
             or rc.async_
         )
         header_drop, header_add = transform_headers(transform) if transform else (frozenset(), ())
+        injected = frozenset(name.lower() for name, _ in upstream.extra_headers) if upstream else frozenset()
+        drop = self.identity_header_names | header_drop | injected
         return Route(
             rc.path,
             rc,
@@ -147,8 +151,9 @@ class Gateway:
             body_limit,
             read_timeout,
             buffered,
-            header_drop,
             header_add,
+            drop,
+            drop | {"authorization"},
             self.limiter.policies_for(rc),
         )
 

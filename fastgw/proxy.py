@@ -716,15 +716,16 @@ class Exchange(httputil.HTTPMessageDelegate):
         target_path = f"{path}?{query}" if query else path
         if self.route is not None and self.route.config.sign and gw.signing_secret is not None:
             extra = (*extra, *self._signature_headers(gw.signing_secret, target_path, body or b""))
-        drop = gw.identity_header_names
+        route = self.route
+        assert route is not None
+        drop = route.drop
         if principal is not None:
             extra = (*extra, *gw.identity_headers(principal))
             if principal.consumed_authorization:
-                drop = gw.identity_and_authorization
-        route = self.route
-        if route is not None and (route.header_drop or route.header_add):
-            drop = drop | route.header_drop
-            extra = (*extra, *route.header_add)
+                drop = route.drop_with_authorization
+        if route.header_add:
+            # Kong's request transformer: `add` only sets a header the client did not send.
+            extra = (*extra, *((n, v) for n, v in route.header_add if n not in headers))
         return upstream_request_head(
             self.method,
             target_path,
