@@ -44,6 +44,7 @@ from .llm import UsageSniffer, prepare_openai_body
 from .routing import PathError, normalize_path, rewrite_path
 from .signing import sign
 from .sse import SseKeepalive
+from .store import StoreError
 from .store.usage import UsageRecord
 from .upstream.client import UpstreamConnection
 from .upstream.pool import ConnectFailed, PoolExhausted, Target, Upstream
@@ -619,6 +620,10 @@ class Exchange(httputil.HTTPMessageDelegate):
         except LocalReply as reply:
             self.user_id = request.principal.user_id if request.principal else None
             self._write_local(reply)
+            return
+        except StoreError as exc:  # the message names no data values
+            log.error("built-in endpoint %s: store unavailable: %s", endpoint.pattern, exc)
+            self._write_local(LocalReply("SERVICE_UNAVAILABLE", "Store unavailable"))
             return
         except Exception:
             log.exception("built-in endpoint %s failed (request %s)", endpoint.pattern, self.request_id)

@@ -2,8 +2,9 @@
 
 A built-in endpoint is an async function from a ``BuiltinRequest`` (body already read, at most
 the route's body limit) to a ``BuiltinResponse``; it raises ``LocalReply`` for errors, which the
-exchange turns into the envelope. Each feature module registers its endpoints with a
-``register(endpoints, gateway)`` function, called once per config load.
+exchange turns into the envelope (a ``StoreError`` becomes 503 ``SERVICE_UNAVAILABLE`` there).
+Each feature module registers its endpoints with a ``register(endpoints, gateway)`` function,
+called once per config load.
 """
 
 from __future__ import annotations

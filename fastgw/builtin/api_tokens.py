@@ -13,10 +13,9 @@ from ..access_log import utc_timestamp
 from ..auth.api_tokens import TOKEN_ID, ApiTokenVerifier, check_name, check_scopes, issue
 from ..auth.principal import Principal
 from ..errors import LocalReply, ok_body
-from ..store import StoreError
 from ..store import tokens as token_rows
 from . import BuiltinEndpoints, BuiltinRequest, BuiltinResponse, no_content, ok
-from .audit import deny, store_unavailable
+from .audit import deny
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -48,21 +47,18 @@ async def create_token(request: BuiltinRequest) -> BuiltinResponse:
         deny(request, principal, "scope", "A token's scopes must be a subset of your own")
     gateway = request.gateway
     prefix = gateway.config.auth.api_tokens.prefix
-    try:
-        issued = await gateway.store.write(
-            lambda conn: issue(
-                conn,
-                prefix,
-                name=name,
-                user_id=principal.user_id,
-                role=principal.role,
-                plan=principal.plan,
-                app_key=principal.app_key,
-                scopes=scopes,
-            )
+    issued = await gateway.store.write(
+        lambda conn: issue(
+            conn,
+            prefix,
+            name=name,
+            user_id=principal.user_id,
+            role=principal.role,
+            plan=principal.plan,
+            app_key=principal.app_key,
+            scopes=scopes,
         )
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
+    )
     gateway.audit.record(
         principal.user_id,
         "api_token.created",
@@ -75,12 +71,7 @@ async def create_token(request: BuiltinRequest) -> BuiltinResponse:
 
 async def list_tokens(request: BuiltinRequest) -> BuiltinResponse:
     principal = await _owner(request)
-    try:
-        records = await request.gateway.store.read(
-            lambda conn: token_rows.list_tokens(conn, principal.user_id)
-        )
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
+    records = await request.gateway.store.read(lambda conn: token_rows.list_tokens(conn, principal.user_id))
     return ok([record.public() for record in records])
 
 
@@ -90,12 +81,9 @@ async def revoke_token(request: BuiltinRequest) -> BuiltinResponse:
     if not TOKEN_ID.fullmatch(token_id):
         raise LocalReply("NOT_FOUND", "No such API token")
     gateway = request.gateway
-    try:
-        result = await gateway.store.write(
-            lambda conn: token_rows.revoke(conn, token_id, utc_timestamp(), principal.user_id)
-        )
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
+    result = await gateway.store.write(
+        lambda conn: token_rows.revoke(conn, token_id, utc_timestamp(), principal.user_id)
+    )
     if result != "revoked":  # someone else's, unknown, or already revoked: all look the same
         raise LocalReply("NOT_FOUND", "No such API token")
     verifier = gateway.auth.api_tokens

@@ -23,10 +23,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import LocalReply
 from ..forwarding import HOP_BY_HOP
 from ..signing import SIGNATURE, SIGNING_VERSION, TIMESTAMP, verify
-from ..store import StoreError
 from ..store.jobs import JobRecord
 from . import BuiltinEndpoints, BuiltinRequest, BuiltinResponse, ok
-from .audit import store_unavailable
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -41,10 +39,7 @@ def _not_found() -> LocalReply:
 async def _load(request: BuiltinRequest, request_id: str) -> JobRecord | None:
     if len(request_id) > MAX_ID_LENGTH:
         return None
-    try:
-        return await request.gateway.jobs_store.get(request_id)
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
+    return await request.gateway.jobs_store.get(request_id)
 
 
 async def _callers_job(request: BuiltinRequest) -> JobRecord:
@@ -158,11 +153,8 @@ async def job_progress(request: BuiltinRequest) -> BuiltinResponse:
     jobs = request.gateway.jobs_store
     if len(request_id) > MAX_ID_LENGTH:
         raise _not_found()
-    try:
-        await jobs.set_progress(request_id, progress)  # False for a finished job: it stays as is
-        job = await jobs.get(request_id)
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
+    await jobs.set_progress(request_id, progress)  # False for a finished job: it stays as is
+    job = await jobs.get(request_id)
     if job is None:
         raise _not_found()
     return ok({"requestId": job.request_id, "status": job.status, "progress": job.progress})

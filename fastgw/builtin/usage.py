@@ -17,10 +17,9 @@ import hmac
 from typing import TYPE_CHECKING
 
 from ..errors import LocalReply
-from ..store import StoreError
 from ..store.usage import MAX_DAILY_DAYS, MAX_WINDOW_HOURS
 from . import BuiltinEndpoints, BuiltinRequest, BuiltinResponse, ok
-from .audit import ADMIN_ROLE, deny, store_unavailable
+from .audit import ADMIN_ROLE, deny
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -86,29 +85,20 @@ def window_hours(request: BuiltinRequest) -> int:
 async def usage(request: BuiltinRequest) -> BuiltinResponse:
     await authorize(request)
     hours = window_hours(request)
-    try:
-        report = await request.gateway.usage.summary(hours)
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
+    report = await request.gateway.usage.summary(hours)
     return ok(report)
 
 
 async def usage_daily(request: BuiltinRequest) -> BuiltinResponse:
     await authorize(request)
     days = _whole(request, "days", 1, MAX_DAILY_DAYS) or DEFAULT_DAYS
-    try:
-        report = await request.gateway.usage.daily(days)
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
+    report = await request.gateway.usage.daily(days)
     return ok(report)
 
 
 async def usage_rollups(request: BuiltinRequest) -> BuiltinResponse:
     await authorize(request)
-    try:
-        report = await request.gateway.usage.rollups()
-    except StoreError as exc:
-        raise store_unavailable(exc) from None
+    report = await request.gateway.usage.rollups()
     return ok(report)
 
 

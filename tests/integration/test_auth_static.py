@@ -125,3 +125,14 @@ def test_me_endpoint(upstream: UpstreamServer, start_gateway: Any) -> None:
     assert status == 401 and json.loads(body)["error"]["code"] == "UNAUTHORIZED"
     status, headers, _ = gw.request("POST", "/api/v1/me", headers=bearer(OPS))
     assert status == 405 and headers["allow"] == "GET"
+
+
+def test_store_failure_on_a_builtin_endpoint_is_503(
+    upstream: UpstreamServer, start_gateway: Any, tmp_path: Any
+) -> None:
+    cfg = config(upstream)
+    cfg["store"] = f"sqlite:///{tmp_path}/no-such-directory/gw.db"
+    gw = start_gateway(cfg)
+    status, _, body = gw.request("GET", "/v1/audit-logs", headers=bearer(OPS))
+    assert status == 503 and json.loads(body)["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert gw.request("GET", "/api/x", headers=bearer(OPS))[0] == 200  # proxying is unaffected
