@@ -113,3 +113,19 @@ def test_upstream_headers_are_injected(upstream: UpstreamServer, start_gateway: 
     gw.request("GET", "/x", headers={"Authorization": "Bearer client"})
     values = [v for k, v in upstream.requests[-1].headers if k.lower() == "authorization"]
     assert values == ["Bearer upstream-key"]  # replaces the client's, never a second line
+
+
+def test_least_conn_avoids_the_busy_target(
+    upstream: UpstreamServer, second_upstream: UpstreamServer, start_gateway: Any
+) -> None:
+    gw = start_gateway(two_target_config(upstream, second_upstream, balance="least_conn"))
+    slow = threading.Thread(target=gw.request, args=("GET", "/slow/1500"))
+    slow.start()
+    while not (upstream.requests or second_upstream.requests):
+        threading.Event().wait(0.02)
+    busy, idle = (upstream, second_upstream) if upstream.requests else (second_upstream, upstream)
+    for n in range(6):
+        assert gw.request("GET", f"/fast/{n}")[0] == 200
+    slow.join(10)
+    assert [r.target for r in busy.requests] == ["/slow/1500"]
+    assert len(idle.requests) == 6
