@@ -1,6 +1,19 @@
 """Typing stub for the compiled ``fastgw._speedups``; the API is that of ``fastgw._speedups_py``."""
 
-__all__ = ["BucketTable", "RouteTrie", "sign_v2", "webhook_signature"]
+__all__ = [
+    "LAST_CHUNK",
+    "BucketTable",
+    "ChunkedDecoder",
+    "HttpParseError",
+    "RequestHead",
+    "ResponseHead",
+    "RouteTrie",
+    "encode_chunk",
+    "parse_request_head",
+    "parse_response_head",
+    "sign_v2",
+    "webhook_signature",
+]
 
 class RouteTrie:
     def __init__(self) -> None: ...
@@ -34,3 +47,92 @@ class BucketTable:
     def __len__(self) -> int: ...
     def take(self, key: str, now: float) -> tuple[bool, int, int, int]: ...
     def _peek(self, key: str) -> tuple[float, float] | None: ...
+
+# HTTP/1.1 codec (``_http.pxi``; the twin is ``fastgw._http_py``)
+
+LAST_CHUNK: bytes
+
+class HttpParseError(ValueError):
+    status: int
+    message: str
+    def __init__(self, status: int, message: str) -> None: ...
+
+class RequestHead:
+    @property
+    def method(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
+    @property
+    def content_length(self) -> int: ...
+    @property
+    def chunked(self) -> bool: ...
+    @property
+    def keep_alive(self) -> bool: ...
+    @property
+    def connection(self) -> tuple[bytes, ...]: ...
+    @property
+    def upgrade(self) -> bytes | None: ...
+    @property
+    def host(self) -> bytes | None: ...
+    def __init__(
+        self,
+        method: str,
+        target: str,
+        version: int,
+        headers: list[tuple[bytes, bytes]],
+        content_length: int,
+        chunked: bool,
+        keep_alive: bool,
+        connection: tuple[bytes, ...],
+        upgrade: bytes | None,
+        host: bytes | None,
+    ) -> None: ...
+
+class ResponseHead:
+    @property
+    def version(self) -> int: ...
+    @property
+    def status(self) -> int: ...
+    @property
+    def reason(self) -> bytes: ...
+    @property
+    def headers(self) -> list[tuple[bytes, bytes]]: ...
+    @property
+    def content_length(self) -> int: ...
+    @property
+    def chunked(self) -> bool: ...
+    @property
+    def keep_alive(self) -> bool: ...
+    @property
+    def connection(self) -> tuple[bytes, ...]: ...
+    @property
+    def upgrade(self) -> bytes | None: ...
+    def __init__(
+        self,
+        version: int,
+        status: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        content_length: int,
+        chunked: bool,
+        keep_alive: bool,
+        connection: tuple[bytes, ...],
+        upgrade: bytes | None,
+    ) -> None: ...
+
+def parse_request_head(buf: bytes | bytearray, max_size: int) -> tuple[RequestHead, int] | None: ...
+def parse_response_head(buf: bytes | bytearray, max_size: int) -> tuple[ResponseHead, int] | None: ...
+
+class ChunkedDecoder:
+    @property
+    def done(self) -> bool: ...
+    @property
+    def tail(self) -> bytes: ...
+    def __init__(self, max_line: int = 4096, max_trailers: int = 65536) -> None: ...
+    def feed(self, data: bytes) -> list[bytes]: ...
+
+def encode_chunk(data: bytes) -> bytes: ...

@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # distutils: extra_compile_args = -ffp-contract=off
-"""Compiled hot path: route trie, HMAC-v2 message signing, token buckets.
+"""Compiled hot path: route trie, HMAC-v2 message signing, token buckets, HTTP/1.1 codec.
 
 ``fastgw._speedups_py`` is the reference; this module must return exactly what it returns, so
 the two are kept line-for-line comparable. ``-ffp-contract=off`` stops the C compiler fusing
@@ -24,7 +24,20 @@ try:
 except ImportError:  # CPython built without OpenSSL
     _hmac_new = None
 
-__all__ = ["BucketTable", "RouteTrie", "sign_v2", "webhook_signature"]
+__all__ = [
+    "LAST_CHUNK",
+    "BucketTable",
+    "ChunkedDecoder",
+    "HttpParseError",
+    "RequestHead",
+    "ResponseHead",
+    "RouteTrie",
+    "encode_chunk",
+    "parse_request_head",
+    "parse_response_head",
+    "sign_v2",
+    "webhook_signature",
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,3 +483,11 @@ cdef class BucketTable:
             ring.next = bucket.next
             bucket.next.prev = ring
             del buckets[bucket.key]
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP/1.1 codec
+# ---------------------------------------------------------------------------------------------
+
+include "_http.pxi"
+include "_chunked.pxi"

@@ -13,6 +13,9 @@ import math
 from collections.abc import Callable
 from typing import Protocol
 
+from ._chunked_py import LAST_CHUNK, ChunkedDecoder, encode_chunk
+from ._http_py import HttpParseError, RequestHead, ResponseHead, parse_request_head, parse_response_head
+
 _hmac_new: Callable[..., _Mac] | None
 try:
     # The C HMAC object; hmac.new would wrap it in a Python class whose copy/update/digest cost
@@ -21,7 +24,20 @@ try:
 except ImportError:  # no OpenSSL, or not CPython
     _hmac_new = None
 
-__all__ = ["BucketTable", "RouteTrie", "sign_v2", "webhook_signature"]
+__all__ = [
+    "LAST_CHUNK",
+    "BucketTable",
+    "ChunkedDecoder",
+    "HttpParseError",
+    "RequestHead",
+    "ResponseHead",
+    "RouteTrie",
+    "encode_chunk",
+    "parse_request_head",
+    "parse_response_head",
+    "sign_v2",
+    "webhook_signature",
+]
 
 
 # ---------------------------------------------------------------------------------------------

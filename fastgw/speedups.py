@@ -14,19 +14,72 @@ from typing import TYPE_CHECKING
 NO_EXTENSIONS = bool(os.environ.get("FASTGW_NO_EXTENSIONS")) or sys.implementation.name != "cpython"
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._speedups_py import BucketTable, RouteTrie, sign_v2, webhook_signature
+    from ._speedups_py import (
+        LAST_CHUNK,
+        BucketTable,
+        ChunkedDecoder,
+        HttpParseError,
+        RequestHead,
+        ResponseHead,
+        RouteTrie,
+        encode_chunk,
+        parse_request_head,
+        parse_response_head,
+        sign_v2,
+        webhook_signature,
+    )
 
     IMPLEMENTATION = "py"
 else:
     try:
-        from ._speedups import BucketTable, RouteTrie, sign_v2, webhook_signature
+        from ._speedups import (
+            LAST_CHUNK,
+            BucketTable,
+            ChunkedDecoder,
+            HttpParseError,
+            RequestHead,
+            ResponseHead,
+            RouteTrie,
+            encode_chunk,
+            parse_request_head,
+            parse_response_head,
+            sign_v2,
+            webhook_signature,
+        )
 
         IMPLEMENTATION = "c"
     except ImportError:
         if os.environ.get("FASTGW_EXTENSION") == "1":
             raise
-        from ._speedups_py import BucketTable, RouteTrie, sign_v2, webhook_signature
+        from ._speedups_py import (
+            LAST_CHUNK,
+            BucketTable,
+            ChunkedDecoder,
+            HttpParseError,
+            RequestHead,
+            ResponseHead,
+            RouteTrie,
+            encode_chunk,
+            parse_request_head,
+            parse_response_head,
+            sign_v2,
+            webhook_signature,
+        )
 
         IMPLEMENTATION = "py"
 
-__all__ = ["IMPLEMENTATION", "BucketTable", "RouteTrie", "sign_v2", "webhook_signature"]
+__all__ = [
+    "IMPLEMENTATION",
+    "LAST_CHUNK",
+    "BucketTable",
+    "ChunkedDecoder",
+    "HttpParseError",
+    "RequestHead",
+    "ResponseHead",
+    "RouteTrie",
+    "encode_chunk",
+    "parse_request_head",
+    "parse_response_head",
+    "sign_v2",
+    "webhook_signature",
+]

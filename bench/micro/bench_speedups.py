@@ -46,6 +46,37 @@ SIGN_ARGS = (
     "pro",
 )
 
+# A browser-like request head with 8 headers, an upstream response head, and a chunked body of
+# 16 chunks of 1 KiB (one with an extension) with a trailer.
+REQUEST_HEAD = (
+    b"GET /api/service/svc_1/endpoint/ep_9/invoke?mode=fast HTTP/1.1\r\n"
+    b"Host: gw.example.com\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0\r\n"
+    b"Accept: application/json, text/plain, */*\r\n"
+    b"Accept-Language: en-US,en;q=0.5\r\n"
+    b"Accept-Encoding: gzip, deflate, br\r\n"
+    b"Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c3JfYWJjMTIzIn0.c2lnbmF0dXJl\r\n"
+    b"Connection: keep-alive\r\n"
+    b"Cookie: session=0123456789abcdef; theme=dark\r\n"
+    b"\r\n"
+)
+RESPONSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Content-Type: application/json; charset=utf-8\r\n"
+    b"Content-Length: 1234\r\n"
+    b"Date: Thu, 01 Jan 2026 00:00:00 GMT\r\n"
+    b"Server: upstream/1.0\r\n"
+    b"Cache-Control: no-store\r\n"
+    b"X-Request-Id: 7f9c2ba4e88f827d616045507605853e\r\n"
+    b"\r\n"
+)
+CHUNKED_BODY = (
+    b"400;ext=1\r\n"
+    + b"x" * 1024
+    + b"\r\n"
+    + (b"400\r\n" + b"y" * 1024 + b"\r\n") * 15
+    + b"0\r\nX-T: 1\r\n\r\n"
+)
 
 Case = tuple[str, str, dict[str, object], int]
 
@@ -92,6 +123,34 @@ def cases(impl: ModuleType) -> list[Case]:
             {"take": rotating.take, "steps": rotating_steps},
             len(rotating_steps),
         ),
+        (
+            "parse_request_head  8 headers",
+            "parse(head, 65536)",
+            {"parse": impl.parse_request_head, "head": REQUEST_HEAD},
+            1,
+        ),
+        (
+            "parse_response_head 6 headers",
+            "parse(head, 65536)",
+            {"parse": impl.parse_response_head, "head": RESPONSE_HEAD},
+            1,
+        ),
+        (
+            "ChunkedDecoder 16 KiB, 16 chunks",
+            "Decoder().feed(body)",
+            {"Decoder": impl.ChunkedDecoder, "body": CHUNKED_BODY},
+            1,
+        ),
+        (
+            "ChunkedDecoder same, 1460 B reads",
+            "feed = Decoder().feed\nfor piece in pieces: feed(piece)",
+            {
+                "Decoder": impl.ChunkedDecoder,
+                "pieces": [CHUNKED_BODY[k : k + 1460] for k in range(0, len(CHUNKED_BODY), 1460)],
+            },
+            1,
+        ),
+        ("encode_chunk   1 KiB", "encode(data)", {"encode": impl.encode_chunk, "data": b"z" * 1024}, 1),
         (
             "take           key flood (evicting)",
             "for key, now in steps: take(key, now)",

@@ -14,14 +14,10 @@ One ``UpstreamConnection`` carries one exchange at a time. The exchange that own
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Protocol, cast
 
-_HEADER_END = b"\r\n\r\n"
-_STATUS_RE = re.compile(rb"HTTP/1\.([01]) (\d{3})(?: ([^\r\n]*))?")
-_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_DIGITS_RE = re.compile(rb"[0-9]{1,18}")
-_HEX_RE = re.compile(rb"[0-9A-Fa-f]{1,15}")
+from ..speedups import ChunkedDecoder, HttpParseError, ResponseHead, parse_response_head
+
 _MAX_HEAD = 64 * 1024
 _MAX_CHUNK_LINE = 1024
 
@@ -49,7 +45,7 @@ class ResponseSink(Protocol):
 
 
 # Parser states
-_HEAD, _FIXED, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _IDLE, _TUNNEL = range(9)
+_HEAD, _FIXED, _CHUNKED, _UNTIL_CLOSE, _IDLE, _TUNNEL = range(6)
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -61,8 +57,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.reusable = False
         self._sink: ResponseSink | None = None
         self._state = _IDLE
-        self._buf = bytearray()
+        self._buf = bytearray()  # an incomplete response head
         self._remaining = 0
+        self._decoder: ChunkedDecoder | None = None
         self._head_request = False
         self._keep_alive = True
         self._write_paused = False
@@ -81,8 +78,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._drained.set_result(None)
         if self._sink is None:
             return
-        if self._state in (_UNTIL_CLOSE, _TUNNEL):
-            self._finish()
+        # A close-delimited body ends at a clean EOF only; a reset cuts it (HARDENING E-06).
+        if self._state == _TUNNEL or (self._state == _UNTIL_CLOSE and exc is None):
+            self._finish(True)
         else:
             self._fail("upstream_reset")
 
@@ -100,9 +98,8 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes while no exchange is waiting: the upstream broke framing. Never reuse.
             self.abort()
             return
-        self._buf += data
         try:
-            self._parse()
+            self._receive(data)
         except UpstreamProtocolError:
             self._fail("upstream_protocol")
 
@@ -117,6 +114,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._sink = sink
         self._state = _HEAD
         self._buf.clear()
+        self._decoder = None
         self._head_request = head_request
         self._keep_alive = True
         self.reusable = False
@@ -164,109 +162,61 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- response parsing -------------------------------------------------------------------
 
-    def _parse(self) -> None:
-        buf = self._buf
-        while self._sink is not None:
+    def _receive(self, data: bytes) -> None:
+        """Route ``data`` by state. Body bytes go straight to the sink: only an incomplete head
+        is buffered, so a long body costs no copy per read."""
+        while data and self._sink is not None:
             state = self._state
             if state == _HEAD:
-                end = buf.find(_HEADER_END)
-                if end < 0:
-                    if len(buf) > _MAX_HEAD:
-                        raise UpstreamProtocolError("response head too large")
+                buf = self._buf
+                if buf:
+                    buf += data
+                try:
+                    parsed = parse_response_head(buf or data, _MAX_HEAD)
+                except HttpParseError as exc:
+                    raise UpstreamProtocolError(exc.message) from None
+                if parsed is None:
+                    if not buf:
+                        buf += data
                     return
-                head = bytes(buf[:end])
-                del buf[: end + 4]
-                self._on_head(head)
-            elif state == _FIXED or state == _CHUNK_DATA:
-                if not buf:
-                    return
-                take = min(len(buf), self._remaining)
-                chunk = bytes(buf[:take])
-                del buf[:take]
-                self._remaining -= take
-                done = self._remaining == 0
-                if done and state == _CHUNK_DATA:
-                    self._state = _CHUNK_CRLF
+                head, used = parsed
+                data = bytes(buf[used:]) if buf else data[used:]
+                buf.clear()
+                self._on_head(head, not data)
+            elif state == _FIXED:
+                if len(data) <= self._remaining:
+                    chunk, data = data, b""
+                else:
+                    chunk, data = data[: self._remaining], data[self._remaining :]
+                self._remaining -= len(chunk)
                 self._deliver(chunk)
-                if done and state == _FIXED:
-                    self._finish()
-            elif state == _CHUNK_SIZE:
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    if len(buf) > _MAX_CHUNK_LINE:
-                        raise UpstreamProtocolError("chunk size line too long")
-                    return
-                line = bytes(buf[:end])
-                del buf[: end + 2]
-                size = line.split(b";", 1)[0].rstrip(b" \t")
-                if not _HEX_RE.fullmatch(size):
-                    raise UpstreamProtocolError("bad chunk size")
-                self._remaining = int(size, 16)
-                self._state = _CHUNK_DATA if self._remaining else _TRAILERS
-            elif state == _CHUNK_CRLF:
-                if len(buf) < 2:
-                    return
-                if buf[:2] != b"\r\n":
-                    raise UpstreamProtocolError("chunk not terminated by CRLF")
-                del buf[:2]
-                self._state = _CHUNK_SIZE
-            elif state == _TRAILERS:
-                # Trailer fields are dropped; only the terminating empty line matters.
-                end = buf.find(b"\r\n")
-                if end < 0:
-                    if len(buf) > _MAX_HEAD:
-                        raise UpstreamProtocolError("trailers too large")
-                    return
-                del buf[: end + 2]
-                if end == 0:
-                    self._finish()
-            elif state == _UNTIL_CLOSE or state == _TUNNEL:
-                if buf:
-                    chunk = bytes(buf)
-                    buf.clear()
-                    self._deliver(chunk)
+                if self._remaining == 0 and self._sink is not None:
+                    self._finish(not data)
+            elif state == _CHUNKED:
+                decoder = self._decoder
+                assert decoder is not None
+                try:
+                    pieces = decoder.feed(data)
+                except HttpParseError as exc:
+                    raise UpstreamProtocolError(exc.message) from None
+                data = b""
+                for piece in pieces:
+                    self._deliver(piece)
+                if decoder.done and self._sink is not None:
+                    data = decoder.tail
+                    self._finish(not data)
+            else:  # _UNTIL_CLOSE, _TUNNEL
+                self._deliver(data)
                 return
-            else:  # _IDLE with bytes left over: the upstream sent more than it framed.
-                if buf:
-                    self.abort()
-                return
+        if data and self._state == _IDLE:
+            # The upstream sent more than it framed: never reuse the connection.
+            self.abort()
 
-    def _on_head(self, head: bytes) -> None:
-        lines = head.split(b"\r\n")
-        match = _STATUS_RE.fullmatch(lines[0])
-        if match is None:
-            raise UpstreamProtocolError("bad status line")
-        minor, status = match.group(1), int(match.group(2))
-        reason = match.group(3) or b""
-        headers: list[tuple[bytes, bytes]] = []
-        content_length: bytes | None = None
-        transfer_encoding: bytes | None = None
-        connection = b""
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not _TOKEN_RE.fullmatch(name):
-                raise UpstreamProtocolError("bad header line")
-            value = value.strip(b" \t")
-            if b"\r" in value or b"\n" in value or b"\0" in value:
-                raise UpstreamProtocolError("bad header value")
-            lname = name.lower()
-            if lname == b"content-length":
-                if content_length is not None and content_length != value:
-                    raise UpstreamProtocolError("conflicting Content-Length")
-                content_length = value
-            elif lname == b"transfer-encoding":
-                if transfer_encoding is not None:
-                    raise UpstreamProtocolError("repeated Transfer-Encoding")
-                transfer_encoding = value
-            elif lname == b"connection":
-                connection = connection + b"," + value.lower() if connection else value.lower()
-            headers.append((name, value))
+    def _on_head(self, head: ResponseHead, nothing_after: bool) -> None:
+        status = head.status
         if 100 <= status < 200 and status != 101:
             return  # interim response: wait for the final one
-        if minor == b"0":
-            self._keep_alive = b"keep-alive" in connection
-        elif b"close" in connection:
-            self._keep_alive = False
+        self._keep_alive = head.keep_alive
         sink = self._sink
         assert sink is not None
         if status == 101:
@@ -274,44 +224,38 @@ class UpstreamConnection(asyncio.Protocol):
             # ends (``on_end``) when the upstream closes it. Never pooled again.
             self._state = _TUNNEL
             self._keep_alive = False
-            sink.on_head(status, reason, headers)
+            sink.on_head(status, head.reason, head.headers)
             return
         if self._head_request or status in (204, 304):
             self._state = _IDLE
-            sink.on_head(status, reason, headers)
-            self._finish()
+            sink.on_head(status, head.reason, head.headers)
+            self._finish(nothing_after)
             return
-        if transfer_encoding is not None:
-            if content_length is not None:
-                raise UpstreamProtocolError("both Content-Length and Transfer-Encoding")
-            if transfer_encoding.lower() != b"chunked":
-                raise UpstreamProtocolError("unsupported Transfer-Encoding")
-            self._state = _CHUNK_SIZE
-        elif content_length is not None:
-            value = content_length.split(b",")[0].strip()
-            if not _DIGITS_RE.fullmatch(value) or any(
-                part.strip() != value for part in content_length.split(b",")
-            ):
-                raise UpstreamProtocolError("bad Content-Length")
-            self._remaining = int(value)
+        if head.chunked:
+            self._decoder = ChunkedDecoder(_MAX_CHUNK_LINE, _MAX_HEAD)
+            self._state = _CHUNKED
+        elif head.content_length >= 0:
+            self._remaining = head.content_length
             self._state = _FIXED
         else:
             self._state = _UNTIL_CLOSE
             self._keep_alive = False
-        sink.on_head(status, reason, headers)
-        if self._state == _FIXED and self._remaining == 0:
-            self._finish()
+        sink.on_head(status, head.reason, head.headers)
+        if self._state == _FIXED and self._remaining == 0 and self._sink is not None:
+            self._finish(nothing_after)
 
     def _deliver(self, chunk: bytes) -> None:
         sink = self._sink
         if sink is not None and not sink.on_data(chunk):
             self.pause_reading()
 
-    def _finish(self) -> None:
+    def _finish(self, clean: bool) -> None:
+        """End the response; ``clean``: no byte beyond its framing has arrived."""
         sink = self._sink
         self._sink = None
         self._state = _IDLE
-        self.reusable = self._keep_alive and not self.closed and not self._buf
+        self._decoder = None
+        self.reusable = self._keep_alive and clean and not self.closed
         if sink is not None:
             sink.on_end()
 
