@@ -10,10 +10,10 @@ from typing import Any
 from urllib.parse import quote
 
 import msgspec
-from tornado.httputil import HTTPHeaders
 
 from .config import NamespaceConfig, TransformConfig
 from .errors import LocalReply
+from .http1.headers import Headers
 
 _MISSING = object()
 _decoder = msgspec.json.Decoder()
@@ -101,7 +101,7 @@ def namespace_request(
     path: str,
     query: str,
     body: bytes,
-    headers: HTTPHeaders,
+    headers: Headers,
 ) -> tuple[str, str, bytes]:
     """Prefix ``<user_id><separator>`` to the configured body fields, query params and segments."""
     prefix = user_id + cfg.separator

@@ -332,6 +332,11 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     header_timeout: Duration = 10.0
     idle_timeout: Duration = 75.0
     shutdown_grace: Duration = 30.0
+    body_timeout: Duration = 30.0  # longest silence while a request body arrives (408)
+    send_timeout: Duration = 60.0  # longest a client may leave a response unread
+    backlog: Count = 4096  # listen backlog of each socket
+    max_connections: Count = 10000  # client connections beyond it get 503 and are closed
+    max_inflight: NonNegative = 0  # requests beyond it get 503 at once (0: unlimited)
     trusted_proxies: list[Cidr] = []
     tls: TLSConfig | None = None
     access_log: bool = True

@@ -10,12 +10,13 @@ every body itself.
 from __future__ import annotations
 
 import ipaddress
+import os
+import random
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl, unquote_plus
 
-from tornado.httputil import HTTPHeaders
+from .http1.headers import Headers
 
 HOP_BY_HOP = frozenset(
     {
@@ -62,10 +63,27 @@ def request_id_from(value: str | None) -> str:
     """Keep a well-formed client request id, otherwise mint a UUID4."""
     if value is not None and _REQUEST_ID_RE.fullmatch(value):
         return value
-    return str(uuid.uuid4())
+    return new_request_id()
 
 
-def connection_tokens(headers: HTTPHeaders) -> set[str]:
+# uuid.uuid4() reads os.urandom(16): a syscall per request. Request ids identify a request, they
+# authorise nothing (async jobs mint their own uuid4), so one Mersenne Twister per process serves:
+# seeded with its whole state from os.urandom at import, and again in every forked child, so
+# workers never repeat each other's (or the parent's) sequence.
+_rng = random.Random()
+os.register_at_fork(after_in_child=_rng.seed)
+_getrandbits = _rng.getrandbits
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version nibble, variant bits
+_UUID4_SET = (0x4 << 76) | (0x2 << 62)  # version 4, variant 10 (RFC 9562)
+
+
+def new_request_id() -> str:
+    """A random UUID4 in its 36-character lower-case form, without a syscall."""
+    h = "%032x" % ((_getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def connection_tokens(headers: Headers) -> set[str]:
     """Lowercased header names a message nominates as hop-by-hop in ``Connection``."""
     tokens: set[str] = set()
     for value in headers.get_list("Connection"):
@@ -104,7 +122,7 @@ def client_ip(peer_ip: str, xff: str | None, trusted: tuple[Network, ...]) -> st
 def upstream_request_head(
     method: str,
     target: str,
-    headers: HTTPHeaders,
+    headers: Headers,
     *,
     drop: frozenset[str],
     drop_prefixes: tuple[str, ...],
@@ -149,26 +167,33 @@ def upstream_request_head(
     return "".join(lines).encode("latin-1")
 
 
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-request-id"}
+
+
 def client_response_headers(
     upstream_headers: list[tuple[bytes, bytes]], request_id: str
-) -> tuple[HTTPHeaders, bool]:
-    """Headers relayed to the client, and whether the upstream framed the body by length."""
+) -> tuple[list[tuple[str, str]], bool, str]:
+    """Headers relayed to the client, whether the upstream framed the body by length, and the
+    response's Content-Type ("" when absent)."""
     nominated: set[bytes] = set()
     for name, value in upstream_headers:
         if name.lower() == b"connection":
             nominated.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    out = HTTPHeaders()
+    out: list[tuple[str, str]] = []
     has_length = False
+    content_type = ""
     for name, value in upstream_headers:
         lname = name.lower()
-        if lname in nominated or lname.decode("latin-1") in HOP_BY_HOP or lname == b"x-request-id":
+        if lname in _HOP_BY_HOP_BYTES or lname in nominated:
             continue
+        text = value.decode("latin-1")
         if lname == b"content-length":
             has_length = True
-            value = value.split(b",")[0].strip()
-        out.add(name.decode("latin-1"), value.decode("latin-1"))
-    out["X-Request-Id"] = request_id
-    return out, has_length
+        elif lname == b"content-type":
+            content_type = text
+        out.append((name.decode("latin-1"), text))
+    out.append(("X-Request-Id", request_id))
+    return out, has_length, content_type
 
 
 def without_token_param(query: str) -> str:

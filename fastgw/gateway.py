@@ -10,14 +10,15 @@ from dataclasses import dataclass
 
 from .access_log import AccessLog
 from .auth.factory import build_authenticator
-from .auth.principal import Principal
 from .body_rewrite import transform_headers
 from .builtin import BuiltinEndpoints
 from .builtin.registry import BUILTIN_MODULES
 from .config import Config, RouteConfig
+from .filters import local_pipeline, route_pipeline
 from .forwarding import Network, parse_networks
 from .jobs import JobRunner
 from .metrics import Metrics
+from .pipeline import Pipeline
 from .ratelimit import Limiter
 from .ratelimit.local import Policy
 from .routing import RouteSpec, RouteTable
@@ -44,6 +45,7 @@ class Route:
     drop: frozenset[str]
     drop_with_authorization: frozenset[str]  # ... and Authorization, once the gateway consumed it
     rate_policies: tuple[Policy, ...]  # global and the route's own, resolved at load
+    pipeline: Pipeline
 
 
 class Gateway:
@@ -81,8 +83,8 @@ class Gateway:
             for name, u in config.upstreams.items()
         }
         ids = config.identity_headers
-        self._identity_names = (ids.user_id, ids.role, ids.app_key, ids.plan, ids.scopes)
-        self.identity_header_names = frozenset(h.lower() for h in self._identity_names)
+        self.identity_header_pairs = (ids.user_id, ids.role, ids.app_key, ids.plan, ids.scopes)
+        self.identity_header_names = frozenset(h.lower() for h in self.identity_header_pairs)
         self.store: Store
         self.limiter: Limiter
         if previous is not None and previous.config.store_path() == config.store_path():
@@ -109,6 +111,7 @@ class Gateway:
         self.builtins = BuiltinEndpoints()
         for register in BUILTIN_MODULES:
             register(self.builtins, self)
+        self.local_pipeline = local_pipeline(self, "unmatched")
         self.routes = tuple(self._compile_route(r) for r in config.routes)
         self.table = RouteTable(
             [
@@ -131,15 +134,9 @@ class Gateway:
             read_timeout = upstream.read_timeout if upstream else 60.0
         body_limit = rc.body_limit if rc.body_limit is not None else self.body_limit
         transform = rc.transform
-        rewrites_body = transform is not None and bool(transform.remove or transform.rename or transform.add)
-        buffered = (
-            rc.sign
-            or rc.auth == "hmac"
-            or rewrites_body
-            or (rc.namespace is not None and bool(rc.namespace.json_fields))
-            or rc.llm is not None
-            or rc.async_
-        )
+        policies = self.limiter.policies_for(rc)
+        pipeline = route_pipeline(self, rc, policies, upstream is not None)
+        buffered = pipeline.needs_body or rc.async_
         header_drop, header_add = transform_headers(transform) if transform else (frozenset(), ())
         injected = frozenset(name.lower() for name, _ in upstream.extra_headers) if upstream else frozenset()
         drop = self.identity_header_names | header_drop | injected
@@ -154,18 +151,8 @@ class Gateway:
             header_add,
             drop,
             drop | {"authorization"},
-            self.limiter.policies_for(rc),
-        )
-
-    def identity_headers(self, principal: Principal) -> tuple[tuple[str, str], ...]:
-        """The identity headers injected upstream for an authenticated caller (SPEC 4)."""
-        user_id, role, app_key, plan, scopes = self._identity_names
-        return (
-            (user_id, principal.user_id),
-            (role, principal.role),
-            (app_key, principal.app_key),
-            (plan, principal.plan),
-            (scopes, " ".join(principal.scopes)),
+            policies,
+            pipeline,
         )
 
     def _take_connections_from(self, old: Gateway) -> None:

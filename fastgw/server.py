@@ -1,10 +1,8 @@
 """Process lifecycle: sockets, workers, the event loop, signals, graceful drain.
 
-The HTTP server is Tornado's ``HTTP1ServerConnection`` driven directly (no ``web.Application``):
-each request gets an ``Exchange`` delegate, which is the cheapest way through Tornado and gives
-the proxy the streaming hooks it needs. Tornado's own limits are set so that they never answer
-before we do: body size is enforced by the exchange (with the 413 envelope), not by Tornado's
-bare 400.
+Client connections are ``asyncio.Protocol`` objects (``fastgw.http1``) on uvloop, each request
+handled by an ``Exchange``; Tornado stays the host: ``tornado.netutil`` binds the sockets, its
+IOLoop runs on the same uvloop loop, and the metrics endpoint is a Tornado application.
 """
 
 from __future__ import annotations
@@ -17,92 +15,59 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST
-from tornado import httputil
-from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters, HTTP1ServerConnection
 from tornado.httpserver import HTTPServer
-from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 from tornado.netutil import bind_sockets
-from tornado.tcpserver import TCPServer
 
 from . import speedups
 from .access_log import AccessLog
 from .config import Config, ConfigError, load_config, parse_listen
-from .connection import adopt
+from .exchange import Exchange, InflightCounter
 from .gateway import Gateway
+from .http1.connection import ClientConnection
+from .http1.server import ConnectionHub, ServerLimits
 from .metrics import Metrics
-from .proxy import ClientContext, Exchange, InflightCounter
 
 log = logging.getLogger("fastgw")
 
-_UNLIMITED_BODY = 1 << 62  # the exchange enforces body_limit itself, with the 413 envelope
 
-
-class GatewayServer(TCPServer, httputil.HTTPServerConnectionDelegate):
+class GatewayServer:
     """Accepts client connections and hands each request to an ``Exchange``."""
 
     def __init__(self, gateway: Gateway, ssl_options: ssl.SSLContext | None = None) -> None:
-        super().__init__(ssl_options=ssl_options)
         self.gateway = gateway
-        self.protocol = "https" if ssl_options is not None else "http"
         server = gateway.config.server
-        # Head timing is the stream's job (see connection.py): Tornado's single timer would
-        # make the keep-alive idle wait and the header deadline the same number.
-        self.params = HTTP1ConnectionParameters(
-            max_header_size=server.max_header_bytes,
-            header_timeout=None,
-            max_body_size=_UNLIMITED_BODY,
-            decompress=False,
+        self.inflight = InflightCounter(server.max_inflight)
+        self.hub = ConnectionHub(
+            limits_of(gateway.config),
+            self.start_request,
+            ssl_options,
+            require_client_cert=server.tls is not None and server.tls.require_client_cert,
         )
-        self.idle_timeout = server.idle_timeout
-        self.header_timeout = server.header_timeout
-        self.require_client_cert = server.tls is not None and server.tls.require_client_cert
-        self.connections: set[HTTP1ServerConnection] = set()
-        self.inflight = InflightCounter()
-        self.draining = False
 
-    def handle_stream(self, stream: IOStream, address: tuple[str, int] | str) -> Awaitable[None] | None:
-        remote_ip = address[0] if isinstance(address, tuple) else "unix"
-        adopt(stream, self.idle_timeout, self.header_timeout)
-        if isinstance(stream, SSLIOStream):
-            return self._serve_tls(stream, remote_ip)
-        self._serve(stream, ClientContext(remote_ip, self.protocol))
-        return None
+    def start_request(self, conn: ClientConnection) -> Exchange:
+        return Exchange(self.gateway, conn, conn.context, self.inflight)
 
-    def _serve(self, stream: IOStream, context: ClientContext) -> None:
-        conn = HTTP1ServerConnection(stream, self.params, context)
-        self.connections.add(conn)
-        conn.start_serving(self)
+    @property
+    def connections(self) -> set[ClientConnection]:
+        return self.hub.connections
 
-    async def _serve_tls(self, stream: SSLIOStream, remote_ip: str) -> None:
-        """Finish the handshake (bounded like a request head), then learn the client's CN."""
-        try:
-            await asyncio.wait_for(stream.wait_for_handshake(), self.header_timeout)
-        except (TimeoutError, StreamClosedError, ssl.SSLError, OSError):
-            stream.close()
-            return
-        cert_user = None
-        if self.require_client_cert:
-            cert_user = _subject_cn(stream.socket.getpeercert())
-        self._serve(stream, ClientContext(remote_ip, "https", cert_user))
 
-    def start_request(
-        self, server_conn: object, request_conn: httputil.HTTPConnection
-    ) -> httputil.HTTPMessageDelegate:
-        assert isinstance(request_conn, HTTP1Connection)
-        context = request_conn.context
-        assert isinstance(context, ClientContext)
-        if self.draining:
-            request_conn._disconnect_on_finish = True  # tell keep-alive clients to go elsewhere
-        return Exchange(self.gateway, request_conn, context, self.inflight)
-
-    def on_close(self, server_conn: object) -> None:
-        if isinstance(server_conn, HTTP1ServerConnection):
-            self.connections.discard(server_conn)
+def limits_of(config: Config) -> ServerLimits:
+    server = config.server
+    return ServerLimits(
+        max_header_bytes=server.max_header_bytes,
+        header_timeout=server.header_timeout,
+        idle_timeout=server.idle_timeout,
+        body_timeout=server.body_timeout,
+        send_timeout=server.send_timeout,
+        max_connections=server.max_connections,
+        backlog=server.backlog,
+    )
 
 
 class _MetricsHandler(tornado.web.RequestHandler):
@@ -112,15 +77,6 @@ class _MetricsHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.write(self.metrics.exposition())
-
-
-def _subject_cn(cert: dict[str, Any] | None) -> str | None:
-    """The subject commonName of a verified peer certificate, as ssl.getpeercert() gives it."""
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
 
 
 def _tls_context(config: Config) -> ssl.SSLContext | None:
@@ -135,9 +91,10 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def bind(listen: str) -> list[socket.socket]:
+def bind(listen: str, backlog: int = 4096) -> list[socket.socket]:
+    """Bind before forking: workers share these sockets (and the kernel's accept queue)."""
     host, port = parse_listen(listen)
-    return bind_sockets(port, host or None, reuse_port=False)
+    return bind_sockets(port, host or None, backlog=backlog, reuse_port=False)
 
 
 class Lifecycle:
@@ -150,7 +107,6 @@ class Lifecycle:
         self.access_log = AccessLog(config.server.access_log)
         self.gateway = Gateway(config, self.metrics, self.access_log)
         self.server = GatewayServer(self.gateway, _tls_context(config))
-        self.server.add_sockets(sockets)
         self.sockets = sockets
         self.stopping = asyncio.Event()
         self._retired: list[Gateway] = []
@@ -179,6 +135,8 @@ class Lifecycle:
                 log.warning("reload: server.%s changed; it takes effect on restart", key)
         old = self.gateway
         self.gateway = self.server.gateway = new
+        self.server.hub.limits = limits_of(config)
+        self.server.inflight.limit = new_server.max_inflight
         self.access_log.enabled = new_server.access_log
         self.config = config
         self._retired.append(old)
@@ -197,15 +155,15 @@ class Lifecycle:
         """Stop accepting, let in-flight requests finish up to shutdown_grace, then close."""
         grace = self.config.server.shutdown_grace
         log.info("shutting down: draining for up to %ss", grace)
-        self.server.stop()
-        self.server.draining = True
+        hub = self.server.hub
+        hub.stop_accepting()
+        hub.drain()
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and self.server.inflight.count > 0:
             await asyncio.sleep(0.05)
         for tunnel in list(self.server.inflight.tunnels):
             tunnel.going_away()
-        for conn in list(self.server.connections):
-            await conn.close()
+        hub.close_all()
         for gateway in self._retired:
             gateway.close(successor=self.gateway)
             if gateway.limiter is not self.gateway.limiter:
@@ -225,6 +183,7 @@ async def serve_forever(
 ) -> int:
     """Serve until SIGTERM/SIGINT, reloading on SIGHUP; then drain and return the exit code."""
     life = Lifecycle(config, config_path, sockets)
+    await life.server.hub.listen(sockets)
     metrics_server: HTTPServer | None = None
     if serve_metrics and config.server.metrics_listen:
         host, port = parse_listen(config.server.metrics_listen)
@@ -270,7 +229,7 @@ def run(config: Config, config_path: str | None = None, on_ready: Callable[[], N
     # the process (SIGHUP's default action).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        sockets = bind(config.server.listen)
+        sockets = bind(config.server.listen, config.server.backlog)
     except OSError as exc:
         print(f"fastgw: cannot listen on {config.server.listen}: {exc.strerror or exc}", file=sys.stderr)
         return 1

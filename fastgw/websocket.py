@@ -23,11 +23,13 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from tornado.httputil import HTTPHeaders
-from tornado.iostream import IOStream, StreamClosedError
-
+from .http1.headers import Headers
 from .upstream.client import UpstreamConnection
+
+if TYPE_CHECKING:
+    from .http1.connection import ClientConnection
 
 log = logging.getLogger("fastgw")
 
@@ -49,11 +51,11 @@ HANDSHAKE_HEADERS = (
 _ACCEPT_ECHO = ("Sec-WebSocket-Accept", "Sec-WebSocket-Protocol", "Sec-WebSocket-Extensions")
 
 
-def wants_upgrade(headers: HTTPHeaders) -> bool:
+def wants_upgrade(headers: Headers) -> bool:
     return "Upgrade" in headers and headers.get("Upgrade", "").strip().lower() == "websocket"
 
 
-def handshake_problem(method: str, version: str, headers: HTTPHeaders) -> str | None:
+def handshake_problem(method: str, version: str, headers: Headers) -> str | None:
     """Why a client upgrade request is not a valid RFC 6455 opening handshake, or None."""
     if method != "GET" or version != "HTTP/1.1":
         return "WebSocket upgrade must be GET over HTTP/1.1"
@@ -185,15 +187,17 @@ class ClientFrames:
 
 
 class WebSocketTunnel:
-    """Relays frames between a detached client stream and an upstream tunnel connection.
+    """Relays frames between a client connection in tunnel mode and an upstream tunnel.
 
-    Acts as the upstream connection's sink after the 101. ``on_closed(bytes_to_client)`` runs
-    once when both directions are done.
+    Acts as the upstream connection's sink after the 101, and as the client connection's
+    ``Tunnel``. ``on_closed(bytes_to_client)`` runs once when both directions are done.
+    Backpressure both ways: a full client socket pauses the upstream, a full upstream socket
+    pauses the client.
     """
 
     def __init__(
         self,
-        client: IOStream,
+        client: ClientConnection,
         upstream: UpstreamConnection,
         window: MessageWindow | None,
         on_closed: Callable[[int], None],
@@ -206,9 +210,7 @@ class WebSocketTunnel:
         self.closed = False
 
     def start(self, response_head: bytes) -> None:
-        self.client.write(response_head)
-        self.client.set_close_callback(self._client_closed)
-        self.pump = asyncio.ensure_future(self._pump_client())  # referenced: tasks are weakly held
+        self.client.upgrade(self, response_head)
 
     # Upstream -> client (ResponseSink) ------------------------------------------------------
 
@@ -219,12 +221,8 @@ class WebSocketTunnel:
         if self.closed:
             return True
         self.bytes_to_client += len(data)
-        try:
-            future = self.client.write(data)
-        except StreamClosedError:
-            self.close()
-            return True
-        if future.done():
+        future = self.client.write(data)
+        if future is None:
             return True
         future.add_done_callback(self._client_drained)
         return False
@@ -235,34 +233,31 @@ class WebSocketTunnel:
     def on_error(self, reason: str) -> None:
         self.close()
 
-    def _client_drained(self, future: asyncio.Future[None]) -> None:
-        if future.exception() is not None:
+    def _client_drained(self, _future: asyncio.Future[None]) -> None:
+        if self.client.closed:
             self.close()
         else:
             self.upstream.resume_reading()
 
-    # Client -> upstream -----------------------------------------------------------------------
+    # Client -> upstream (Tunnel) --------------------------------------------------------------
 
-    async def _pump_client(self) -> None:
+    def client_data(self, data: bytes) -> asyncio.Future[None] | None:
+        if self.closed:
+            return None
         try:
-            while not self.closed:
-                data = await self.client.read_bytes(65536, partial=True)
-                code, offset = self.frames.feed(data)
-                if code:
-                    if offset:
-                        self.upstream.write(data[:offset])
-                    self.close(code)
-                    return
-                drained = self.upstream.write(data)
-                if drained is not None:
-                    await drained
-        except StreamClosedError:
-            self.close()
+            code, offset = self.frames.feed(data)
         except Exception:
             log.exception("websocket relay failed")
             self.close(CLOSE_PROTOCOL_ERROR)
+            return None
+        if code:
+            if offset:
+                self.upstream.write(data[:offset])
+            self.close(code)
+            return None
+        return self.upstream.write(data)
 
-    def _client_closed(self) -> None:
+    def client_closed(self) -> None:
         self.close()
 
     def close(self, code: int = 0) -> None:
@@ -270,17 +265,17 @@ class WebSocketTunnel:
         if self.closed:
             return
         self.closed = True
+        client = self.client
         if code:
-            if not self.client.closed():
-                self.client.write(close_frame(code, masked=False))
+            if not client.closed:
+                client.write(close_frame(code, masked=False))
             self.upstream.write(close_frame(code, masked=True))
         self.upstream.close_tunnel()
-        if not self.client.closed():
+        if not client.closed:
             if code:
-                # Let the close frame reach the client before the socket goes.
-                asyncio.get_running_loop().call_later(0.1, self.client.close)
+                client.close_soon(0.1)  # let the close frame reach the client first
             else:
-                self.client.close()
+                client.close()
         self.on_closed(self.bytes_to_client)
 
     def going_away(self) -> None:

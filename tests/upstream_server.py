@@ -9,6 +9,7 @@ the path picks a behaviour:
 - ``/stall``: accepts and never answers.
 - ``/reset``: sends the head and half a body, then resets the connection.
 - ``/chunked``: a chunked response in three parts.
+- ``/big/<bytes>``: a body of that many bytes, with its Content-Length.
 - ``/status/<code>``: answers with that status.
 - ``/v1/chat/completions``: an OpenAI-like answer, streamed as SSE when the body asks for it
   (with a final usage event only when ``stream_options.include_usage`` is set).
@@ -172,6 +173,15 @@ class UpstreamServer:
                 await writer.drain()
             writer.write(b"0\r\n\r\n")
             await writer.drain()
+            return True
+        if path.startswith("/big/"):
+            size = int(path.rsplit("/", 1)[1])
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
+            block = b"b" * 65536
+            while size > 0:
+                writer.write(block[: min(size, len(block))])
+                size -= len(block)
+                await writer.drain()
             return True
         if path == "/v1/chat/completions":
             await self._chat(req, writer)

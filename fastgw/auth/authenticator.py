@@ -7,11 +7,10 @@ import re
 from collections.abc import Awaitable
 from typing import Protocol
 
-from tornado.httputil import HTTPHeaders
-
 from ..config import Config
 from ..errors import LocalReply
 from ..forwarding import token_param
+from ..http1.headers import Headers
 from ..metrics import Metrics
 from .principal import Principal
 
@@ -89,8 +88,24 @@ class Authenticator:
         self.jwt = jwt
         self.session = session
 
+    def static_principal(self, headers: Headers) -> Principal | None:
+        """The principal of a well-formed static bearer token, found without waiting.
+
+        None for anything else (no header, another kind of credential, a malformed one): the
+        caller then runs ``authenticate``, which gives those their answers.
+        """
+        if not self.static:
+            return None
+        values = headers.get_list("Authorization")
+        if len(values) != 1:
+            return None
+        try:
+            return self.static.get(_bearer(values[0]))
+        except AuthFailure:
+            return None
+
     async def authenticate(
-        self, headers: HTTPHeaders, query: str, query_token: bool, cert_user: str | None
+        self, headers: Headers, query: str, query_token: bool, cert_user: str | None
     ) -> Principal | None:
         """The caller's principal, None when no credential is present, or a 401 LocalReply."""
         try:
@@ -149,7 +164,7 @@ def _bearer(value: str) -> str:
     return token
 
 
-def _cookie(headers: HTTPHeaders, name: str) -> str | None:
+def _cookie(headers: Headers, name: str) -> str | None:
     """The first ``name=value`` pair across the Cookie headers, value as sent (None if empty).
 
     First wins, as in the ``cookie`` package that Node auth services (Better Auth) parse with,

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
-from tornado.httputil import HTTPHeaders
-
 from ..auth.principal import Principal
 from ..errors import LocalReply, encode, ok_body
+from ..http1.headers import Headers
 from ..routing import RouteSpec, RouteTable
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ class BuiltinRequest:
     path: str
     query: str
     params: dict[str, str]
-    headers: HTTPHeaders
+    headers: Headers
     body: bytes
     client_ip: str
     request_id: str

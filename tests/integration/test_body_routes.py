@@ -60,7 +60,7 @@ def test_transform_renames_adds_and_skips(upstream: UpstreamServer, start_gatewa
     assert upstream.requests[-1].body == kept
     assert upstream.requests[-1].header("X-Source") == "gw"
     gw.request("POST", "/ocr", body=kept, headers={**JSON, "X-Source": "client"})
-    assert [v for k, v in upstream.requests[-1].headers if k == "X-Source"] == ["client"]
+    assert [v for k, v in upstream.requests[-1].headers if k.lower() == "x-source"] == ["client"]
     status, _, reply = gw.request("POST", "/ocr", body=b"not json", headers=JSON)
     assert status == 400 and json.loads(reply)["error"]["code"] == "VALIDATION_ERROR"
     status, _, _ = gw.request(

@@ -470,23 +470,25 @@ def describe(payload: bytes, outcome: Outcome, problems: list[str]) -> str:
 
 
 _TE_POLICY = "only 'chunked' is supported as a transfer coding (HARDENING A-06/A-07: 400)"
-_TORNADO = "Tornado's parser is stricter than the corpus here (bare 400, connection closed)"
+_STRICT = "the gateway's codec is stricter than the corpus here (400, connection closed)"
 _PATH = "SPEC section 3: encoded control characters in the path are 400"
 _RAW_NON_ASCII = "non-ASCII bytes in the request target must be percent-encoded"
+_VERSION = "only HTTP/1.0 and HTTP/1.1 are served (HARDENING A-29: other versions are 400)"
 
 # Compliant or Acceptable cases that the gateway refuses on purpose, and why. A refusal is a
 # clean 400 with nothing forwarded, checked like a Severe case (minus the close).
 DELIBERATE_REFUSALS: dict[str, str] = {
-    "acceptable.yaml: No TE/CL headers, some others are non-compliant": _TORNADO,
-    "acceptable.yaml: TE and some others are non-compliant": _TORNADO,
-    "acceptable.yaml: A non-essential header with a non-printable character (x01)": _TORNADO,
-    "acceptable.yaml: CL and some others are non-compliant": _TORNADO,
-    "acceptable.yaml: Non-RFC, but OK HTTP/0.9": _TORNADO,
-    "acceptable.yaml: Empty version, which means HTTP/0.9": _TORNADO,
-    "bad-header-characters.yaml: Some-Header\\x01": _TORNADO,
-    "bad-header-characters.yaml: \\x01Some-Header": _TORNADO,
-    "bad-header-characters.yaml: Some-Header: \\x01value": _TORNADO,
-    "bad-header-characters.yaml: Some-Header: value\\x01": _TORNADO,
+    "acceptable.yaml: No TE/CL headers, some others are non-compliant": _STRICT,
+    "acceptable.yaml: TE and some others are non-compliant": _STRICT,
+    "acceptable.yaml: A non-essential header with a non-printable character (x01)": _STRICT,
+    "acceptable.yaml: CL and some others are non-compliant": _STRICT,
+    "acceptable.yaml: Non-RFC, but OK HTTP/0.9": _STRICT,
+    "acceptable.yaml: Unknown but OK HTTP/1.2": _VERSION,
+    "acceptable.yaml: Empty version, which means HTTP/0.9": _STRICT,
+    "bad-header-characters.yaml: Some-Header\\x01": _STRICT,
+    "bad-header-characters.yaml: \\x01Some-Header": _STRICT,
+    "bad-header-characters.yaml: Some-Header: \\x01value": _STRICT,
+    "bad-header-characters.yaml: Some-Header: value\\x01": _STRICT,
     "more-compliant-tests.yaml: Correct TE OK": _TE_POLICY,
     "more-compliant-tests.yaml: Transfer-Encoding: identity and chunked OK": _TE_POLICY,
     "more-compliant-tests.yaml: Multiple transfer encoding headers in a single request OK": _TE_POLICY,
@@ -495,9 +497,9 @@ DELIBERATE_REFUSALS: dict[str, str] = {
     "rfc-compliant.yaml: Different Transfer-Encoding headers combined": _TE_POLICY,
     "rfc-compliant.yaml: Transfer-Encoding with a param: chunked;custom_param": _TE_POLICY,
     "rfc-compliant.yaml: International in URI": _RAW_NON_ASCII,
-    "rfc-compliant.yaml: Empty URI": _TORNADO,
-    "uri-specific-test-cases.yaml: Extra spaces in version": _TORNADO,
-    "uri-specific-test-cases.yaml: [space] in URI": _TORNADO,
+    "rfc-compliant.yaml: Empty URI": _STRICT,
+    "uri-specific-test-cases.yaml: Extra spaces in version": _STRICT,
+    "uri-specific-test-cases.yaml: [space] in URI": _STRICT,
     "uri-specific-test-cases.yaml: %09 in URI is OK": _PATH,
     "uri-specific-test-cases.yaml: %0D in URI is OK": _PATH,
     "uri-specific-test-cases.yaml: %0A in URI is OK": _PATH,

@@ -1,0 +1,661 @@
+"""One client connection as an ``asyncio.Protocol``, driven by the HTTP/1.1 codec in speedups.
+
+The connection reads request heads with ``parse_request_head``, hands each request to a fresh
+delegate (the proxy's exchange) through four calls in Tornado's ``HTTPMessageDelegate`` shape,
+and writes the delegate's response with the framing the client needs. It owns everything that
+is about the socket rather than the request:
+
+- keep-alive and pipelining: one request at a time, answered in order; bytes that arrive early
+  wait in a read-ahead buffer of bounded size (reading pauses beyond it);
+- the waits: ``header_timeout`` from a fresh connection's accept and from the first byte of
+  every head, ``idle_timeout`` between requests, ``body_timeout`` for silences while a body
+  arrives (408 before a response started), ``send_timeout`` while the client leaves a response
+  unread (then the connection is dropped);
+- refusals that need no route: malformed heads (400), oversized heads (431), all with the JSON
+  envelope, ``Connection: close`` and a lingering close so the answer is not lost to a reset;
+- backpressure both ways: a delegate that returns a pending future from ``data_received``
+  pauses reading; ``write`` returns a future while the socket is full (``pause_writing``);
+- switching to a tunnel (WebSocket) that takes the socket's bytes as they come.
+
+Delegate contract: ``headers_received`` is called once; the body follows through
+``data_received`` (only after the awaitable ``headers_received`` returned is done) and
+``finish`` when it ended; ``on_connection_close`` is called instead if the client goes away
+before the response finished; ``body_timed_out`` if the body stalls. The delegate answers with
+``send_head`` + ``write``... + ``finish``, or with ``respond`` in one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import struct
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from ..errors import error_body
+from ..forwarding import request_id_from
+from ..speedups import (
+    LAST_CHUNK,
+    ChunkedDecoder,
+    HttpParseError,
+    RequestHead,
+    encode_chunk,
+    parse_request_head,
+)
+from .headers import Headers
+
+if TYPE_CHECKING:
+    from .server import ConnectionHub
+
+log = logging.getLogger("fastgw")
+
+READ_AHEAD = 256 * 1024  # unprocessed bytes buffered before reading pauses
+LINGER_SECONDS = 2.0
+LINGER_MAX_BYTES = 8 << 20
+_REASONS: dict[int, bytes] = {}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LINGER_RESET = struct.pack("ii", 1, 0)
+
+# States of the request side
+_HEAD, _HEAD_PHASE, _BODY, _WAIT, _TUNNEL, _LINGER, _CLOSED = range(7)
+
+
+def reason_phrase(status: int) -> bytes:
+    """Our own reason phrase: the upstream's is free text from another party, never relayed."""
+    phrase = _REASONS.get(status)
+    if phrase is None:
+        from http import HTTPStatus
+
+        try:
+            phrase = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            phrase = b"Unknown"
+        _REASONS[status] = phrase
+    return phrase
+
+
+class ClientContext:
+    """Per-connection facts known before any request is parsed."""
+
+    __slots__ = ("remote_ip", "protocol", "cert_user")
+
+    def __init__(self, remote_ip: str, protocol: str, cert_user: str | None = None) -> None:
+        self.remote_ip = remote_ip
+        self.protocol = protocol
+        self.cert_user = cert_user  # subject CN of a verified TLS client certificate
+
+
+class RequestDelegate(Protocol):
+    def headers_received(self, head: RequestHead, headers: Headers) -> Awaitable[None] | None: ...
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None: ...
+
+    def finish(self) -> None: ...
+
+    def on_connection_close(self) -> None: ...
+
+    def body_timed_out(self) -> None: ...
+
+    def wants_body(self) -> bool: ...
+
+
+class Tunnel(Protocol):
+    """What takes over a connection after ``101 Switching Protocols``."""
+
+    def client_data(self, data: bytes) -> asyncio.Future[None] | None: ...
+
+    def client_closed(self) -> None: ...
+
+
+def closing_error(status: int, code: str, message: str, head_request: bool = False) -> bytes:
+    """A complete error answer with ``Connection: close`` (the connection ends after it).
+
+    An answer to HEAD carries the body's length but not the body (RFC 9110 9.3.2).
+    """
+    request_id = request_id_from(None)
+    body = error_body(code, message, request_id)
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+        b"X-Request-Id: %s\r\nConnection: close\r\n\r\n%s"
+    ) % (
+        status,
+        reason_phrase(status),
+        len(body),
+        request_id.encode(),
+        b"" if head_request else body,
+    )
+
+
+class ClientConnection(asyncio.Protocol):
+    """A client connection; also the response writer its current delegate talks to."""
+
+    def __init__(self, hub: ConnectionHub) -> None:
+        self.hub = hub
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.context = ClientContext("-", hub.scheme)
+        self.buf = bytearray()
+        self.state = _HEAD
+        self.closed = False
+        self.delegate: RequestDelegate | None = None
+        self.head: RequestHead | None = None
+        self.keep_alive = True
+        self.body_left = 0
+        self.decoder: ChunkedDecoder | None = None
+        self.request_done = True
+        self.response_done = True
+        self.response_started = False
+        self.body_allowed = True
+        self.chunked_response = False
+        self.pending_head: bytes | None = None
+        self.read_paused = False
+        self.delegate_busy = False  # a delegate future is pending: deliver nothing meanwhile
+        self.write_paused = False
+        self.drained: asyncio.Future[None] | None = None
+        self.tunnel: Tunnel | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.send_timer: asyncio.TimerHandle | None = None
+        self.last_read = 0.0
+        self.lingered = 0
+        self.send_timed_out = False
+        self.timer_kind_idle = False
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        hub = self.hub
+        peer = transport.get_extra_info("peername")
+        remote_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        cert_user = None
+        if hub.require_client_cert:
+            sslobj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
+            cert_user = _subject_cn(sslobj.getpeercert() if sslobj is not None else None)
+        self.context = ClientContext(remote_ip, hub.scheme, cert_user)
+        if len(hub.connections) >= hub.limits.max_connections or hub.draining:
+            self.state = _CLOSED
+            self.transport.write(closing_error(503, "SERVICE_UNAVAILABLE", "Too many connections"))
+            self.transport.close()
+            return
+        hub.connections.add(self)
+        self._arm(hub.limits.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state = _CLOSED
+        self.hub.connections.discard(self)
+        self._cancel_timers()
+        self._wake_writer()
+        if self.tunnel is not None:
+            self.tunnel.client_closed()
+            return
+        delegate = self.delegate
+        if delegate is not None and not self.response_done:
+            self.delegate = None
+            delegate.on_connection_close()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.send_timer is None:
+            self.send_timer = self.loop.call_later(self.hub.limits.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.send_timer is not None:
+            self.send_timer.cancel()
+            self.send_timer = None
+        self._wake_writer()
+
+    def eof_received(self) -> bool | None:
+        # A client that stops sending before its answer has gone away, as NGINX judges it
+        # (logged 499): closing here tells the exchange, which drops a queued upstream request.
+        return None
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state == _TUNNEL:
+            assert self.tunnel is not None
+            self._tunnel_feed(data)
+            return
+        if state == _LINGER or state == _CLOSED:
+            self.lingered += len(data)
+            if self.lingered > LINGER_MAX_BYTES:
+                self._abort()
+            return
+        self.last_read = self.loop.time()
+        if state == _BODY and not self.buf and self.decoder is None and not self.delegate_busy:
+            # The common streaming case: body bytes go to the delegate without being copied.
+            take = len(data) if len(data) <= self.body_left else self.body_left
+            self.body_left -= take
+            if take < len(data):
+                self.buf += data[take:]
+            self._deliver(data if take == len(data) else data[:take])
+            if self.body_left == 0 and self.state == _BODY and not self.delegate_busy:
+                self._request_end()
+            if self.buf and self.state == _BODY:
+                self._process()
+            return
+        if state == _HEAD and not self.buf and self.timer_kind_idle:
+            # First byte of a kept-alive connection's next head: the header deadline starts.
+            self._arm(self.hub.limits.header_timeout, self._head_timed_out)
+        self.buf += data
+        self._process()
+
+    # -- the request side ---------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Make as much progress on the buffered bytes as the current state allows."""
+        buf = self.buf
+        while not self.closed:
+            state = self.state
+            if state == _HEAD:
+                if not buf:
+                    return
+                try:
+                    parsed = parse_request_head(buf, self.hub.limits.max_header_bytes)
+                except HttpParseError as exc:
+                    self._refuse(exc.status, exc.message)
+                    return
+                if parsed is None:
+                    return
+                head, used = parsed
+                del buf[:used]
+                self._start_request(head)
+            elif state == _BODY:
+                if self.delegate_busy or not buf:
+                    return
+                if self.decoder is None:
+                    take = min(len(buf), self.body_left)
+                    chunk = bytes(buf[:take])
+                    del buf[:take]
+                    self.body_left -= take
+                    self._deliver(chunk)
+                    if self.body_left == 0 and self.state == _BODY and not self.delegate_busy:
+                        self._request_end()
+                else:
+                    decoder = self.decoder
+                    data = bytes(buf)
+                    buf.clear()
+                    try:
+                        pieces = decoder.feed(data)
+                    except HttpParseError as exc:
+                        self._refuse(exc.status, exc.message)
+                        return
+                    for piece in pieces:
+                        self._deliver(piece)
+                    if decoder.done:
+                        buf[:0] = decoder.tail
+                        if self.state == _BODY:
+                            if self.delegate_busy:
+                                self.decoder = None
+                                self.body_left = 0
+                                return
+                            self._request_end()
+            else:
+                # Head phase or waiting for the response: bytes of the next request wait.
+                if len(buf) > READ_AHEAD:
+                    self._pause_reading()
+                return
+
+    def _start_request(self, head: RequestHead) -> None:
+        self._cancel_timer()
+        self.head = head
+        self.keep_alive = head.keep_alive and not self.hub.draining
+        self.request_done = False
+        self.response_done = False
+        self.response_started = False
+        self.chunked_response = False
+        self.pending_head = None
+        self.body_allowed = head.method != "HEAD"
+        self.decoder = ChunkedDecoder() if head.chunked else None
+        self.body_left = head.content_length if head.content_length > 0 else 0
+        delegate = self.delegate = self.hub.start_request(self)
+        self.state = _HEAD_PHASE
+        work = delegate.headers_received(head, Headers.from_raw(head.headers))
+        if work is None:
+            self._head_phase_done(None)
+        else:
+            task = asyncio.ensure_future(work)
+            task.add_done_callback(self._head_phase_done)
+
+    def _head_phase_done(self, task: asyncio.Future[None] | None) -> None:
+        if task is not None:
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None:
+                log.error("request failed before its body was read", exc_info=exc)
+        if self.closed or self.state != _HEAD_PHASE:
+            return
+        if self.decoder is None and self.body_left == 0:
+            self._request_end()
+            return
+        head = self.head
+        delegate = self.delegate
+        if head is not None and delegate is not None and not self.response_started and delegate.wants_body():
+            for name, value in head.headers:
+                if name == b"expect" and value.lower() == b"100-continue":
+                    self._write(_CONTINUE)
+        self.state = _BODY
+        self.last_read = self.loop.time()
+        self._arm(self.hub.limits.body_timeout, self._body_check)
+        self._process()
+        self._maybe_resume()
+
+    def _deliver(self, chunk: bytes) -> None:
+        delegate = self.delegate
+        if delegate is None or not chunk:
+            return
+        work = delegate.data_received(chunk)
+        if work is not None:
+            future = asyncio.ensure_future(work)
+            if not future.done():
+                self.delegate_busy = True
+                self._pause_reading()
+                future.add_done_callback(self._delegate_ready)
+
+    def _delegate_ready(self, future: asyncio.Future[None]) -> None:
+        self.delegate_busy = False
+        if self.closed or self.state != _BODY:
+            return
+        if self.decoder is None and self.body_left == 0:
+            self._request_end()
+        else:
+            self._process()
+        self._maybe_resume()
+
+    def _request_end(self) -> None:
+        self.state = _WAIT
+        self.request_done = True
+        self.decoder = None
+        self._cancel_timer()
+        delegate = self.delegate
+        if delegate is not None:
+            delegate.finish()
+        if self.response_done and not self.closed and self.state == _WAIT:
+            self._next_request()
+
+    def _next_request(self) -> None:
+        """The exchange is over on both sides: keep the connection for the next one, or close."""
+        self.delegate = None
+        self.head = None
+        if not self.keep_alive or self.hub.draining:
+            self.close()
+            return
+        self.state = _HEAD
+        if self.buf:
+            self.timer_kind_idle = False
+            self._arm(self.hub.limits.header_timeout, self._head_timed_out)
+            self.loop.call_soon(self._process)  # pipelined: no recursion through the delegate
+        else:
+            self.timer_kind_idle = True
+            self._arm(self.hub.limits.idle_timeout, self._idle_timed_out)
+        self._maybe_resume()
+
+    # -- the response side (called by the delegate) ------------------------------------------
+
+    def send_head(self, status: int, headers: Iterable[tuple[str, str]], has_length: bool) -> None:
+        """Start a response; the head goes out with the first body bytes (or within this tick)."""
+        head = self.head
+        self.response_started = True
+        body_allowed = self.body_allowed and status not in (204, 304) and status >= 200
+        self.body_allowed = body_allowed
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
+        for name, value in headers:
+            lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
+        if body_allowed and not has_length:
+            if head is not None and head.version == 11:
+                self.chunked_response = True
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # an unframed body ends with the connection
+        if not self.keep_alive or self.hub.draining:
+            self.keep_alive = False
+            lines.append(b"Connection: close\r\n\r\n")
+        elif head is not None and head.version == 10:
+            lines.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            lines.append(b"\r\n")
+        self.pending_head = b"".join(lines)
+        self.loop.call_soon(self._flush_head)
+
+    def _flush_head(self) -> None:
+        head, self.pending_head = self.pending_head, None
+        if head is not None and not self.closed:
+            self._write(head)
+
+    def write(self, data: bytes) -> asyncio.Future[None] | None:
+        """Body bytes; returns a future to wait for while the client is not reading."""
+        if self.closed:
+            return None
+        if self.body_allowed and data:
+            if self.chunked_response:
+                data = encode_chunk(data)
+            if self.pending_head is not None:
+                data = self.pending_head + data
+                self.pending_head = None
+            self._write(data)
+        if self.write_paused:
+            if self.drained is None:
+                self.drained = self.loop.create_future()
+            return self.drained
+        return None
+
+    def finish(self) -> None:
+        """The response is complete."""
+        if self.response_done:
+            return
+        self.response_done = True
+        tail = LAST_CHUNK if self.chunked_response and self.body_allowed else b""
+        if self.pending_head is not None:
+            tail = self.pending_head + tail
+            self.pending_head = None
+        if tail and not self.closed:
+            self._write(tail)
+        if self.closed:
+            return
+        if not self.request_done:
+            if self.state == _HEAD_PHASE and self.decoder is None and self.body_left == 0:
+                return  # a bodiless request still in its head phase: _request_end follows
+            # Answered before the request body ended: we will not read the rest; say so by
+            # closing, after a moment of draining so the answer survives.
+            self.keep_alive = False
+            self._linger()
+            return
+        if self.state == _WAIT:
+            self._next_request()
+
+    def respond(
+        self, status: int, headers: Iterable[tuple[str, str]], body: bytes, close: bool = False
+    ) -> None:
+        """A whole small response in one write (headers must carry its Content-Length)."""
+        if close:
+            self.keep_alive = False
+        self.send_head(status, headers, True)
+        if body and self.body_allowed:
+            data = (self.pending_head or b"") + body
+            self.pending_head = None
+            self._write(data)
+        self.finish()
+
+    def upgrade(self, tunnel: Tunnel, response_head: bytes) -> None:
+        """Switch to a byte tunnel: write the 101 head, then hand every client byte to ``tunnel``."""
+        self._cancel_timer()
+        self.response_started = True
+        self.response_done = True
+        self.request_done = True
+        self.delegate = None
+        self.tunnel = tunnel
+        self.state = _TUNNEL
+        self._write(response_head)
+        if self.buf:
+            data = bytes(self.buf)
+            self.buf.clear()
+            self._tunnel_feed(data)
+        self._maybe_resume()
+
+    def _tunnel_feed(self, data: bytes) -> None:
+        assert self.tunnel is not None
+        future = self.tunnel.client_data(data)
+        if future is not None and not future.done():
+            self.delegate_busy = True
+            self._pause_reading()
+            future.add_done_callback(self._tunnel_ready)
+
+    def _tunnel_ready(self, _future: asyncio.Future[None]) -> None:
+        self.delegate_busy = False
+        self._maybe_resume()
+
+    def close(self) -> None:
+        """Close after what was written is sent (a cut response stays cut: no new status line)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.state = _CLOSED
+        self._cancel_timers()
+        if self.transport is not None:
+            self.transport.close()
+
+    def close_soon(self, delay: float) -> None:
+        self.loop.call_later(delay, self.close)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def _refuse(self, status: int, message: str) -> None:
+        code = "HEADERS_TOO_LARGE" if status == 431 else "VALIDATION_ERROR"
+        if self.response_started and not self.response_done:
+            self.close()  # a response is under way: never a second status line
+            return
+        # The head could not be parsed, but an answer to HEAD must still carry no body.
+        head_request = self.buf.startswith(b"HEAD ") or (self.head is not None and not self.body_allowed)
+        self._write(closing_error(status, code, message, head_request))
+        self.keep_alive = False
+        delegate, self.delegate = self.delegate, None
+        self.response_done = True
+        if delegate is not None:
+            delegate.on_connection_close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """NGINX's lingering close: stop sending, drain what the client still sends, then close.
+
+        Closing with unread input makes the kernel send a reset, which can destroy the answer we
+        just wrote before the client reads it.
+        """
+        if self.closed or self.transport is None:
+            return
+        self.state = _LINGER
+        self.buf.clear()
+        self._cancel_timer()
+        self.delegate = None
+        self._maybe_resume(force=True)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.timer = self.loop.call_later(LINGER_SECONDS, self.close)
+
+    def _abort(self) -> None:
+        """Reset the connection: what the kernel still holds for the client is discarded too
+        (a client that reads nothing must not keep megabytes of ours buffered)."""
+        transport = self.transport
+        if transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            transport.abort()
+        self.closed = True
+
+    def _arm(self, seconds: float, callback: Any) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(seconds, callback)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.timer_kind_idle = False
+
+    def _cancel_timers(self) -> None:
+        self._cancel_timer()
+        if self.send_timer is not None:
+            self.send_timer.cancel()
+            self.send_timer = None
+
+    def _head_timed_out(self) -> None:
+        self.timer = None
+        if self.state == _HEAD:
+            self.close()
+
+    def _idle_timed_out(self) -> None:
+        self.timer = None
+        if self.state == _HEAD and not self.buf:
+            self.close()
+
+    def _body_check(self) -> None:
+        self.timer = None
+        if self.state != _BODY:
+            return
+        limit = self.hub.limits.body_timeout
+        silent = self.loop.time() - self.last_read
+        if silent < limit or self.delegate_busy:
+            # Still arriving (or we are the slow side, waiting for the upstream to take it).
+            self.timer = self.loop.call_later(max(limit - silent, 0.05), self._body_check)
+            return
+        delegate = self.delegate
+        if delegate is not None:
+            delegate.body_timed_out()
+        if not self.closed and self.state == _BODY:
+            self.close()
+
+    def _send_timed_out(self) -> None:
+        self.send_timer = None
+        if self.write_paused and not self.closed:
+            self.send_timed_out = True
+            self._abort()  # connection_lost follows and tells the delegate
+
+    def _wake_writer(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closed:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _maybe_resume(self, force: bool = False) -> None:
+        if not self.read_paused or self.closed or self.transport is None:
+            return
+        if force or (not self.delegate_busy and len(self.buf) <= READ_AHEAD):
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    # -- drain ---------------------------------------------------------------------------------
+
+    def going_away(self) -> None:
+        """SIGTERM: close now if between requests, else after the response in progress."""
+        self.keep_alive = False
+        if self.state == _HEAD and not self.buf and self.delegate is None:
+            self.close()
+
+    @property
+    def idle(self) -> bool:
+        return self.state == _HEAD and not self.buf and self.delegate is None
+
+
+def _subject_cn(cert: dict[str, Any] | None) -> str | None:
+    """The subject commonName of a verified peer certificate, as ssl.getpeercert() gives it."""
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
