@@ -1,78 +1,84 @@
 #!/usr/bin/env bash
-# Load-test fastgw against NGINX proxy_pass and a naive Tornado proxy, same upstream, same load.
+# fastgw next to NGINX, aiohttp and a bare uvloop forwarder: one invocation, every peer, every
+# scenario, alternating rounds, one table of medians. See bench/README.md.
 #
-#   bash bench/run.sh                      # or: make bench
-#   DURATION=30 ROUNDS=5 bash bench/run.sh
-#   SCENARIO=post16k bash bench/run.sh     # POST a 16 KiB body instead of GET
-#   SERVERS="fastgw fastgw-py" bash bench/run.sh   # compiled hot path vs the pure-Python twin
+#   bash bench/run.sh                          # or: make bench   (about 6-7 minutes)
+#   ROUNDS=1 DURATION=2 bash bench/run.sh      # a quick check of the harness (about 75 s)
+#   PEERS="fastgw fastgw-py" SCENARIOS="get1k pipeline" bash bench/run.sh
 #
-# Layout (2 cores): the server under test on CPU 0 (taskset -c 0); wrk and the upstream NGINX
-# on CPU 1. Every server listens on 127.0.0.1:8080 in turn, the upstream on 127.0.0.1:8081.
-# Nothing leaves 127.0.0.1. See bench/README.md for what the numbers mean and what they don't.
+# Layout (2 cores): the peer under test on CPU 0 (taskset -c 0); wrk, the upstream NGINX and the
+# idle-connection client on CPU 1. Every peer listens on 127.0.0.1:$LISTEN_PORT in turn, the
+# upstream on 127.0.0.1:$UPSTREAM_PORT. Nothing leaves 127.0.0.1.
 #
 # Environment:
-#   DURATION     seconds per measured wrk run (10)
-#   WARMUP       seconds of the unmeasured wrk run before each measured one (2)
-#   ROUNDS       rounds of A B C ... (3); the table reports the median of the rounds
-#   CONNECTIONS  wrk connections (50); wrk always runs one thread
-#   SCENARIO     get1k (default): GET /, 1 KiB response | post16k: POST / with a 16 KiB body
-#   SERVERS      which servers, in round order (default "nginx fastgw naive");
-#                also "fastgw-py": fastgw with FASTGW_NO_EXTENSIONS=1
-#   PYTHON       interpreter for fastgw and the naive proxy (.venv/bin/python if it exists,
-#                else python3)
-#   SERVER_CPU, CLIENT_CPU, UPSTREAM_CPU   CPU pinning (0, 1, 1)
-#   KEEP_LOGS    a directory: copy the raw wrk outputs, configs and server logs there
+#   ROUNDS        rounds of "every peer, every scenario" (3); tables report the median
+#   DURATION      seconds per measured wrk run (5)
+#   WARMUP        seconds of an unmeasured wrk run before each measured one (1)
+#   CONNECTIONS   wrk connections (64); wrk always runs one thread
+#   PEERS         which peers, in round order (default "nginx aiohttp floor fastgw fastgw-py")
+#   SCENARIOS     which scenarios (default "get1k post16k get64k pipeline idle")
+#   IDLE_CONNECTIONS  keep-alive connections of the idle scenario (2000)
+#   PYTHON        interpreter for the Python peers (.venv/bin/python if it exists, else python3)
+#   LISTEN_PORT, UPSTREAM_PORT, METRICS_PORT   (8080, 8081, 8082)
+#   SERVER_CPU, CLIENT_CPU, UPSTREAM_CPU       CPU pinning (0, 1, 1)
+#   OUT           where raw results go (bench/out/<UTC time>; bench/out/latest points to it)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BENCH="$ROOT/bench"
 
-DURATION=${DURATION:-10}
-WARMUP=${WARMUP:-2}
 ROUNDS=${ROUNDS:-3}
-CONNECTIONS=${CONNECTIONS:-50}
-SCENARIO=${SCENARIO:-get1k}
-SERVERS=${SERVERS:-nginx fastgw naive}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+CONNECTIONS=${CONNECTIONS:-64}
+PEERS=${PEERS:-nginx aiohttp floor fastgw fastgw-py}
+SCENARIOS=${SCENARIOS:-get1k post16k get64k pipeline idle}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-2000}
+LISTEN_PORT=${LISTEN_PORT:-8080}
+UPSTREAM_PORT=${UPSTREAM_PORT:-8081}
+METRICS_PORT=${METRICS_PORT:-8082}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 UPSTREAM_CPU=${UPSTREAM_CPU:-1}
-KEEP_LOGS=${KEEP_LOGS:-}
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$ROOT/.venv/bin/python" ]]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
 # Measure the checked-out fastgw, whatever else the interpreter has installed.
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
-LISTEN_PORT=8080
-UPSTREAM_PORT=8081
-URL="http://127.0.0.1:$LISTEN_PORT/"
-
 die() {
     echo "run.sh: $*" >&2
     exit 1
 }
 
-for tool in nginx wrk taskset curl; do
+for tool in nginx wrk taskset timeout; do
     command -v "$tool" >/dev/null || die "$tool is not installed"
 done
 command -v "$PYTHON" >/dev/null || die "PYTHON=$PYTHON not found"
-[[ "$DURATION" =~ ^[0-9]+$ && "$DURATION" -gt 0 ]] || die "DURATION must be a positive integer"
-[[ "$WARMUP" =~ ^[0-9]+$ ]] || die "WARMUP must be an integer"
-[[ "$ROUNDS" =~ ^[0-9]+$ && "$ROUNDS" -gt 0 ]] || die "ROUNDS must be a positive integer"
-[[ "$CONNECTIONS" =~ ^[0-9]+$ && "$CONNECTIONS" -gt 0 ]] || die "CONNECTIONS must be a positive integer"
-for s in $SERVERS; do
-    case "$s" in nginx | fastgw | fastgw-py | naive) ;; *) die "unknown server '$s' in SERVERS" ;; esac
+for v in ROUNDS DURATION CONNECTIONS IDLE_CONNECTIONS LISTEN_PORT UPSTREAM_PORT METRICS_PORT; do
+    [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || die "$v must be a positive integer"
 done
-WRK_SCRIPT=()
-case "$SCENARIO" in
-    get1k) ;;
-    post16k) WRK_SCRIPT=(-s "$BENCH/post16k.lua") ;;
-    *) die "unknown SCENARIO '$SCENARIO' (get1k, post16k)" ;;
-esac
+[[ "$WARMUP" =~ ^[0-9]+$ ]] || die "WARMUP must be an integer"
+for p in $PEERS; do
+    case "$p" in nginx | aiohttp | floor | fastgw | fastgw-py) ;; *) die "unknown peer '$p' in PEERS" ;; esac
+done
+for s in $SCENARIOS; do
+    case "$s" in get1k | post16k | get64k | pipeline | idle) ;; *) die "unknown scenario '$s' in SCENARIOS" ;; esac
+done
+wants() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
+# Enough file descriptors for 2,000 client connections plus their upstream connections.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+(($(ulimit -n) > 2 * IDLE_CONNECTIONS + 200)) ||
+    die "ulimit -n is $(ulimit -n): too low for IDLE_CONNECTIONS=$IDLE_CONNECTIONS"
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=${OUT:-$BENCH/out/$STAMP}
+mkdir -p "$OUT/wrk" "$OUT/logs" "$OUT/conf"
+ln -sfn "$OUT" "$BENCH/out/latest" 2>/dev/null || true
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/fastgw-bench.XXXXXX")
 UPSTREAM_PID=""
-SERVER_PID=""
+PEER_PID=""
 
 stop_pid() { # stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL
     local pid=$1 i
@@ -89,43 +95,39 @@ stop_pid() { # stop_pid PID: SIGTERM, wait up to 5 s, then SIGKILL
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    stop_pid "$SERVER_PID"
+    stop_pid "$PEER_PID"
     stop_pid "$UPSTREAM_PID"
-    if [[ -n "$KEEP_LOGS" ]]; then
-        mkdir -p "$KEEP_LOGS" && cp -r "$TMP"/. "$KEEP_LOGS"/ && echo "logs kept in $KEEP_LOGS" >&2
-    fi
     rm -rf "$TMP"
     exit "$status"
 }
 trap cleanup EXIT
+trap 'echo "run.sh: unexpected failure at line $LINENO: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-wait_port() { # wait_port PORT PID NAME: until PORT accepts, or fail if PID died / 15 s passed
-    local port=$1 pid=$2 name=$3 i
+wait_port() { # wait_port PORT PID: 0 once PORT accepts; 1 if PID died or 15 s passed
+    local port=$1 pid=$2 i
     for ((i = 0; i < 150; i++)); do
         port_open "$port" && return 0
-        kill -0 "$pid" 2>/dev/null || {
-            echo "run.sh: $name exited before listening on $port; its log:" >&2
-            cat "$TMP/$name.log" >&2 || true
-            exit 1
-        }
+        kill -0 "$pid" 2>/dev/null || return 1
         sleep 0.1
     done
-    die "$name did not listen on $port within 15 s"
+    return 1
 }
 
-for port in $LISTEN_PORT $UPSTREAM_PORT; do
-    port_open "$port" && die "127.0.0.1:$port is already in use; stop whatever listens there"
+for port in $LISTEN_PORT $UPSTREAM_PORT $METRICS_PORT; do
+    if port_open "$port"; then die "127.0.0.1:$port is already in use; stop whatever listens there (or set *_PORT)"; fi
 done
 
-# nginx as the current user: when that is root, keep the workers root too (default: nobody).
+# --- configs -----------------------------------------------------------------------------------
+
+# NGINX as the current user: when that is root, keep the workers root too (default: nobody).
 NGINX_USER=""
 if [[ $EUID -eq 0 ]]; then NGINX_USER="user $(id -un) $(id -gn);"; fi
 
-nginx_common() { # the parts both NGINX configs share; everything under $TMP/$1
+nginx_common() { # nginx_common DIR: the parts both NGINX configs share; temp files under DIR
     local dir=$1
     mkdir -p "$dir"
     cat <<EOF
@@ -133,9 +135,10 @@ $NGINX_USER
 daemon off;
 master_process on;
 worker_processes 1;
+worker_rlimit_nofile 16384;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections 8192; }
 http {
     access_log off;
     client_body_temp_path $dir/client_body;
@@ -145,33 +148,46 @@ http {
     scgi_temp_path $dir/scgi;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
-    client_body_buffer_size 64k;
+    client_body_buffer_size 32k;
 EOF
 }
 
-# The upstream: a fixed 1 KiB body for any method and path (request bodies are read and dropped).
-BODY_1K=$(head -c 1024 /dev/zero | tr '\0' 'x')
+# The upstream: static 1 KiB and 64 KiB files, and /post, which reads and discards the request
+# body (NGINX's static module refuses POST) and answers "ok\n". /echo-headers shows what a
+# gateway added, for the pipeline's sanity check.
+mkdir -p "$TMP/www"
+head -c 1024 /dev/zero | tr '\0' 'a' >"$TMP/www/1k"
+head -c 65536 /dev/zero | tr '\0' 'b' >"$TMP/www/64k"
 {
     nginx_common "$TMP/upstream"
     cat <<EOF
+    sendfile on;
+    open_file_cache max=16 inactive=1h;
+    open_file_cache_valid 1h;
+    default_type application/octet-stream;
     server {
         listen 127.0.0.1:$UPSTREAM_PORT reuseport backlog=4096;
-        location / {
-            default_type application/octet-stream;
-            return 200 "$BODY_1K";
+        root $TMP/www;
+        index 1k;
+        location = /post {
+            client_max_body_size 1m;
+            return 200 "ok\n";
+        }
+        location = /echo-headers {
+            return 200 "sig=\$http_x_gateway_signature user=\$http_x_user_id";
         }
     }
 }
 EOF
-} >"$TMP/upstream.conf"
+} >"$OUT/conf/upstream.conf"
 
-# (a) NGINX proxy_pass with keep-alive upstream connections.
+# Peer: NGINX proxy_pass with keep-alive upstream connections, buffers big enough for 64 KiB.
 {
     nginx_common "$TMP/nginx"
     cat <<EOF
     upstream backend {
         server 127.0.0.1:$UPSTREAM_PORT;
-        keepalive 64;
+        keepalive 128;
         keepalive_requests 1000000;
     }
     server {
@@ -180,14 +196,16 @@ EOF
             proxy_pass http://backend;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_buffer_size 16k;
+            proxy_buffers 8 16k;
         }
     }
 }
 EOF
-} >"$TMP/nginx.conf"
+} >"$OUT/conf/nginx.conf"
 
-# (b) fastgw: one worker, no access log, no metrics listener, one open route.
-cat >"$TMP/fastgw.yaml" <<EOF
+# Peer: fastgw as a plain proxy: one worker, no access log, no metrics, one open route.
+cat >"$OUT/conf/fastgw.yaml" <<EOF
 server:
   listen: 127.0.0.1:$LISTEN_PORT
   workers: 1
@@ -201,56 +219,117 @@ routes:
   - {path: /*, upstream: up, auth: none}
 EOF
 
-start_server() { # start_server NAME: start it on CPU $SERVER_CPU, set SERVER_PID, wait for the port
-    local name=$1
+# Peer: fastgw with the whole pipeline: static token or HS256 JWT, two token buckets (limits
+# far above anything wrk can send), v2 signing, identity headers, access log (stdout, sent to
+# /dev/null) and the metrics listener.
+STATIC_TOKEN="bench-static-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+JWT_SECRET="bench-jwt-secret-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+cat >"$OUT/conf/fastgw-full.yaml" <<EOF
+server:
+  listen: 127.0.0.1:$LISTEN_PORT
+  workers: 1
+  metrics_listen: 127.0.0.1:$METRICS_PORT
+  access_log: true
+  shutdown_grace: 1s
+store: sqlite:///$TMP/fastgw-full.db
+auth:
+  tokens:
+    - {token: "$STATIC_TOKEN", user_id: bench-static, role: user, scopes: [bench], plan: pro, app_key: bench}
+  jwt: {algorithms: [HS256], secret: "$JWT_SECRET"}
+signing: {secret: bench-signing-secret}
+upstreams:
+  up: {targets: ["http://127.0.0.1:$UPSTREAM_PORT"]}
+rate_limits:
+  policies:
+    per_user: {rate: 1000000000, burst: 1000000000, key: user}
+    per_ip: {rate: 1000000000, burst: 1000000000, key: ip}
+routes:
+  - {path: /*, upstream: up, auth: required, scopes: [bench], sign: true, rate_limit: [per_user, per_ip]}
+EOF
+
+# --- peers -------------------------------------------------------------------------------------
+
+start_peer() { # start_peer NAME [full]: start on CPU $SERVER_CPU, set PEER_PID; 1 if it does not listen
+    local name=$1 mode=${2:-plain} log="$OUT/logs/$1${2:+-$2}-r$round.log" conf="$OUT/conf/fastgw.yaml"
+    if [[ "$mode" == full ]]; then conf="$OUT/conf/fastgw-full.yaml"; fi
+    PEER_LOG=$log
     case "$name" in
         nginx)
-            taskset -c "$SERVER_CPU" nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" -c "$TMP/nginx.conf" \
-                >"$TMP/$name.log" 2>&1 &
+            taskset -c "$SERVER_CPU" nginx -p "$TMP/nginx" -e "$TMP/nginx/error.log" \
+                -c "$OUT/conf/nginx.conf" >"$log" 2>&1 &
             ;;
-        fastgw)
-            taskset -c "$SERVER_CPU" env -u FASTGW_NO_EXTENSIONS \
-                "$PYTHON" -m fastgw run -c "$TMP/fastgw.yaml" >"$TMP/$name.log" 2>&1 &
+        aiohttp)
+            taskset -c "$SERVER_CPU" "$PYTHON" "$BENCH/peers/aiohttp_proxy.py" \
+                --listen "127.0.0.1:$LISTEN_PORT" --upstream "http://127.0.0.1:$UPSTREAM_PORT" >"$log" 2>&1 &
             ;;
-        fastgw-py)
-            taskset -c "$SERVER_CPU" env FASTGW_NO_EXTENSIONS=1 \
-                "$PYTHON" -m fastgw run -c "$TMP/fastgw.yaml" >"$TMP/$name.log" 2>&1 &
+        floor)
+            taskset -c "$SERVER_CPU" "$PYTHON" "$BENCH/peers/uvloop_forwarder.py" \
+                --listen "127.0.0.1:$LISTEN_PORT" --upstream "127.0.0.1:$UPSTREAM_PORT" >"$log" 2>&1 &
             ;;
-        naive)
-            taskset -c "$SERVER_CPU" "$PYTHON" "$BENCH/naive_proxy.py" \
-                --listen "127.0.0.1:$LISTEN_PORT" --upstream "http://127.0.0.1:$UPSTREAM_PORT" \
-                >"$TMP/$name.log" 2>&1 &
+        fastgw | fastgw-py)
+            local -a env_args=(env -u FASTGW_NO_EXTENSIONS)
+            if [[ "$name" == fastgw-py ]]; then env_args=(env FASTGW_NO_EXTENSIONS=1); fi
+            if [[ "$mode" == full ]]; then # the access log is stdout: throw it away
+                taskset -c "$SERVER_CPU" "${env_args[@]}" "$PYTHON" -m fastgw run -c "$conf" >/dev/null 2>"$log" &
+            else
+                taskset -c "$SERVER_CPU" "${env_args[@]}" "$PYTHON" -m fastgw run -c "$conf" >"$log" 2>&1 &
+            fi
             ;;
     esac
-    SERVER_PID=$!
-    wait_port "$LISTEN_PORT" "$SERVER_PID" "$name"
+    PEER_PID=$!
+    if ! wait_port "$LISTEN_PORT" "$PEER_PID"; then
+        echo "run.sh: $name ($mode) did not start listening on $LISTEN_PORT, round $round; log: $log" >&2
+        tail -n 20 "$log" >&2 || true
+        stop_peer
+        return 1
+    fi
+    if [[ "$name" == fastgw* ]]; then # the startup line says which hot path is loaded
+        local i
+        for ((i = 0; i < 20; i++)); do
+            grep -q 'speedups: ' "$log" && break
+            sleep 0.1
+        done
+        grep -o 'speedups: [a-z]*' "$log" | head -1 | awk '{ print $2 }' >"$OUT/logs/$name.impl" || true
+    fi
 }
 
-stop_server() {
-    stop_pid "$SERVER_PID"
-    SERVER_PID=""
+stop_peer() {
+    stop_pid "$PEER_PID"
+    PEER_PID=""
     local i
     for ((i = 0; i < 50; i++)); do
         port_open "$LISTEN_PORT" || return 0
         sleep 0.1
     done
-    die "something still listens on $LISTEN_PORT after stopping the server"
+    echo "run.sh: something still listens on $LISTEN_PORT after stopping the peer" >&2
 }
 
-sanity_check() { # one request through the server: 200 and the upstream's 1 KiB body
-    local name=$1 out
-    if [[ "$SCENARIO" == post16k ]]; then
-        out=$(head -c 16384 /dev/zero | curl -sS -o /dev/null -w '%{http_code} %{size_download}' \
-            --max-time 5 -X POST -H 'Content-Type: application/octet-stream' --data-binary @- "$URL")
-    else
-        out=$(curl -sS -o /dev/null -w '%{http_code} %{size_download}' --max-time 5 "$URL")
+check() { # check ARGS...: bench/client.py check, its complaint to stderr and to the peer's log
+    if ! taskset -c "$CLIENT_CPU" "$PYTHON" "$BENCH/client.py" check "$@" 2>>"$PEER_LOG"; then
+        echo "run.sh: check failed: client.py check $* (see $PEER_LOG)" >&2
+        tail -n 3 "$PEER_LOG" >&2
+        return 1
     fi
-    [[ "$out" == "200 1024" ]] || {
-        echo "run.sh: $name answered '$out' (want '200 1024'); its log:" >&2
-        cat "$TMP/$name.log" >&2
-        exit 1
-    }
 }
+
+URL="http://127.0.0.1:$LISTEN_PORT"
+scenario_check() { # scenario_check SCENARIO: one keep-alive connection, 3 requests, right answers
+    case "$1" in
+        get1k) check "$URL/1k" --size 1024 ;;
+        get64k) check "$URL/64k" --size 65536 ;;
+        post16k) check "$URL/post" --method POST --body-size 16384 --size 3 ;;
+        pipeline)
+            check "$URL/post" --method POST --body-size 1024 --size 3 --header "Authorization: Bearer $STATIC_TOKEN" &&
+                check "$URL/post" --method POST --body-size 1024 --size 3 --header "Authorization: Bearer $BENCH_JWT" &&
+                check "$URL/echo-headers" --header "Authorization: Bearer $BENCH_JWT" \
+                    --body-match '^sig=v2=[0-9a-f]{64} user=bench-jwt$' &&
+                check "$URL/1k" --status 401 --repeat 1 &&
+                check "http://127.0.0.1:$METRICS_PORT/metrics" --repeat 1 --body-match 'fastgw_requests_total'
+            ;;
+    esac
+}
+
+# --- measuring ---------------------------------------------------------------------------------
 
 cpu_ticks() { # cpu_ticks N: "busy total" jiffies of CPU N from /proc/stat
     awk -v cpu="cpu$1" '$1 == cpu { busy = $2 + $3 + $4 + $7 + $8; print busy, busy + $5 + $6 }' /proc/stat
@@ -265,13 +344,21 @@ proc_ticks() { # proc_ticks PID: user+system jiffies of PID and its children (ng
     echo "$total"
 }
 
-pct() { # pct DELTA_BUSY DELTA_TOTAL
-    if [[ $2 -gt 0 ]]; then echo $(($1 * 100 / $2)); else echo 0; fi
+pct() { if [[ $2 -gt 0 ]]; then echo $(($1 * 100 / $2)); else echo 0; fi; }
+
+wrk_args() { # wrk_args SCENARIO: the script and URL of a scenario
+    case "$1" in
+        get1k) echo "$URL/1k" ;;
+        get64k) echo "$URL/64k" ;;
+        post16k) echo "-s $BENCH/post16k.lua $URL/post" ;;
+        pipeline) echo "-s $BENCH/pipeline.lua $URL/post" ;;
+    esac
 }
 
-run_wrk() { # run_wrk SECONDS OUTFILE
+run_wrk() { # run_wrk SECONDS OUTFILE SCENARIO
+    # shellcheck disable=SC2046  # wrk_args is split on purpose
     timeout $(($1 + 30)) taskset -c "$CLIENT_CPU" \
-        wrk -t1 -c"$CONNECTIONS" -d"$1s" --latency "${WRK_SCRIPT[@]}" "$URL" >"$2" 2>&1
+        wrk -t1 -c"$CONNECTIONS" -d"$1s" --timeout 10s --latency $(wrk_args "$3") >"$2" 2>&1
 }
 
 to_ms() { # wrk latency ("812.00us", "1.23ms", "1.01s", "2.00m") to milliseconds
@@ -292,133 +379,191 @@ parse_wrk() { # parse_wrk FILE: "rps p50_ms p99_ms errors non2xx"
     echo "$rps $(to_ms "$p50") $(to_ms "$p99") ${errors:-0} ${non2xx:-0}"
 }
 
-median() { # median of the arguments
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        if (NR % 2) printf "%.3f", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+ROUNDS_TSV="$OUT/rounds.tsv"
+RSS_TSV="$OUT/rss.tsv"
+printf 'round\tscenario\tpeer\tstatus\treq_s\tp50_ms\tp99_ms\terrors\tnon2xx\tsrv_pct\tcpu%s_pct\tcpu%s_pct\n' \
+    "$SERVER_CPU" "$CLIENT_CPU" >"$ROUNDS_TSV"
+printf 'round\tpeer\tstatus\tidle_kb\tloaded_kb\tconnections_held\tconnections_failed\n' >"$RSS_TSV"
+
+record_failed() { # record_failed SCENARIO PEER
+    printf '%s\t%s\t%s\tfailed\t\t\t\t\t\t\t\t\n' "$round" "$1" "$2" >>"$ROUNDS_TSV"
+    printf '%-3s %-9s %-10s %s\n' "$round" "$1" "$2" failed
 }
 
-# --- go ---------------------------------------------------------------------------------------
+measure() { # measure SCENARIO PEER: warm-up, measured wrk run, one line in rounds.tsv
+    local scenario=$1 peer=$2 out="$OUT/wrk/$1-$2-r$round.txt"
+    if ! scenario_check "$scenario"; then
+        record_failed "$scenario" "$peer"
+        return 0
+    fi
+    if [[ "$WARMUP" -gt 0 ]]; then
+        run_wrk "$WARMUP" "$OUT/wrk/$scenario-$peer-r$round-warmup.txt" "$scenario" || true
+    fi
+    local s0_busy s0_total c0_busy c0_total s1_busy s1_total c1_busy c1_total p0 p1
+    read -r s0_busy s0_total < <(cpu_ticks "$SERVER_CPU")
+    read -r c0_busy c0_total < <(cpu_ticks "$CLIENT_CPU")
+    p0=$(proc_ticks "$PEER_PID")
+    local ok=1 result
+    run_wrk "$DURATION" "$out" "$scenario" || ok=0
+    p1=$(proc_ticks "$PEER_PID")
+    read -r s1_busy s1_total < <(cpu_ticks "$SERVER_CPU")
+    read -r c1_busy c1_total < <(cpu_ticks "$CLIENT_CPU")
+    kill -0 "$PEER_PID" 2>/dev/null || {
+        echo "run.sh: $peer died during $scenario, round $round (log: $PEER_LOG)" >&2
+        ok=0
+    }
+    if [[ $ok == 1 ]] && result=$(parse_wrk "$out"); then
+        local rps p50 p99 errors non2xx status=ok
+        read -r rps p50 p99 errors non2xx <<<"$result"
+        if [[ "$errors" != 0 || "$non2xx" != 0 ]]; then status=errors; fi
+        local srv cs cc
+        srv=$(pct $((p1 - p0)) $((s1_total - s0_total)))
+        cs=$(pct $((s1_busy - s0_busy)) $((s1_total - s0_total)))
+        cc=$(pct $((c1_busy - c0_busy)) $((c1_total - c0_total)))
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$scenario" "$peer" "$status" \
+            "$rps" "$p50" "$p99" "$errors" "$non2xx" "$srv" "$cs" "$cc" >>"$ROUNDS_TSV"
+        printf '%-3s %-9s %-10s %9.0f req/s  p50 %8.3f ms  p99 %8.3f ms  srv %3s%%  cpu%s %3s%%  cpu%s %3s%%%s\n' \
+            "$round" "$scenario" "$peer" "$rps" "$p50" "$p99" "$srv" "$SERVER_CPU" "$cs" "$CLIENT_CPU" "$cc" \
+            "$([[ $status == ok ]] || echo "  ERRORS: $errors socket errors, $non2xx non-2xx")"
+    else
+        echo "run.sh: wrk failed against $peer ($scenario, round $round); output in $out" >&2
+        tail -n 5 "$out" >&2 || true
+        record_failed "$scenario" "$peer"
+    fi
+}
 
-echo "fastgw bench: scenario=$SCENARIO duration=${DURATION}s warmup=${WARMUP}s rounds=$ROUNDS" \
-    "connections=$CONNECTIONS servers='$SERVERS'"
-echo "machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)," \
-    "$(uname -sr)"
-echo "versions: $("$PYTHON" -c 'import sys, tornado, uvloop
-print("Python", sys.version.split()[0], "| tornado", tornado.version, "| uvloop", uvloop.__version__)'),"\
-    "$(nginx -v 2>&1 | sed 's/^nginx version: //'), $(wrk -v 2>&1 | head -1 | awk '{ print "wrk", $2 }')"
-echo "pinning: server CPU $SERVER_CPU, wrk CPU $CLIENT_CPU, upstream nginx CPU $UPSTREAM_CPU"
-echo "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)" \
-    "(anything else running on the machine shows up in the numbers below)"
+measure_idle() { # measure_idle PEER: RSS before and after IDLE_CONNECTIONS keep-alive connections
+    local peer=$1 line
+    if line=$(taskset -c "$CLIENT_CPU" "$PYTHON" "$BENCH/client.py" idle "$URL/1k" --pid "$PEER_PID" \
+        --connections "$IDLE_CONNECTIONS" --timeout 60 2>>"$PEER_LOG"); then
+        local idle_kb loaded_kb held failed
+        read -r idle_kb loaded_kb held failed <<<"$line"
+        printf '%s\t%s\tok\t%s\t%s\t%s\t%s\n' "$round" "$peer" "$idle_kb" "$loaded_kb" "$held" "$failed" >>"$RSS_TSV"
+        awk -v r="$round" -v p="$peer" -v i="$idle_kb" -v l="$loaded_kb" -v h="$held" -v f="$failed" 'BEGIN {
+            printf "%-3s %-9s %-10s RSS idle %6.1f MB, with %d connections %6.1f MB (%d failed)\n",
+                r, "idle", p, i / 1024, h, l / 1024, f }'
+    else
+        echo "run.sh: idle test failed against $peer, round $round (see $PEER_LOG)" >&2
+        printf '%s\t%s\tfailed\t\t\t\t\n' "$round" "$peer" >>"$RSS_TSV"
+        printf '%-3s %-9s %-10s %s\n' "$round" idle "$peer" failed
+    fi
+}
+
+# --- go ----------------------------------------------------------------------------------------
+
+exec > >(tee "$OUT/run.log") 2> >(tee -a "$OUT/run.log" >&2)
+
+n_plain=0
+for s in get1k post16k get64k; do
+    if wants "$s"; then n_plain=$((n_plain + 1)); fi
+done
+n_peers=$(wc -w <<<"$PEERS")
+n_fastgw=$(tr ' ' '\n' <<<"$PEERS" | grep -c '^fastgw' || true)
+if ! wants pipeline; then n_fastgw=0; fi
+# Seconds per round: wrk time, plus ~2 s per peer for starting, checking and stopping, ~2 s for
+# the idle test, ~2 s per pipeline restart (measured on the 2-core machine).
+per_round=$((n_peers * (n_plain * (WARMUP + DURATION) + 2) + n_fastgw * (WARMUP + DURATION + 2)))
+if wants idle; then per_round=$((per_round + n_peers * 2)); fi
+
+MACHINE="$(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo),\
+ $(awk '/^MemTotal/ { printf "%.0f GiB RAM", $2 / 1048576 }' /proc/meminfo), $(uname -sr)"
+VERSIONS="$("$PYTHON" -c 'import importlib.metadata as m, sys
+def v(name):
+    try:
+        return m.version(name)
+    except m.PackageNotFoundError:
+        return "not installed"
+print("Python", sys.version.split()[0], "| tornado", v("tornado"), "| uvloop", v("uvloop"), "| aiohttp", v("aiohttp"))
+' || echo "Python ?"), $(nginx -v 2>&1 | sed 's/^nginx version: //'),\
+ $({ wrk -v 2>&1 || true; } | head -1 | awk '{ print "wrk", $2 }')"
+TREE="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')\
+ ($(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted changes)"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+if [[ " $PEERS " == *" aiohttp "* ]] && ! "$PYTHON" -c 'import aiohttp' 2>/dev/null; then
+    echo "run.sh: aiohttp is not installed for $PYTHON (pip install -e '.[bench]'); its rows will say failed" >&2
+fi
+{
+    printf 'key\tvalue\n'
+    printf 'stamp\t%s\nrounds\t%s\nduration\t%s\nwarmup\t%s\nconnections\t%s\n' \
+        "$STAMP" "$ROUNDS" "$DURATION" "$WARMUP" "$CONNECTIONS"
+    printf 'peers\t%s\nscenarios\t%s\nidle_connections\t%s\n' "$PEERS" "$SCENARIOS" "$IDLE_CONNECTIONS"
+    printf 'server_cpu\t%s\nclient_cpu\t%s\n' "$SERVER_CPU" "$CLIENT_CPU"
+    printf 'machine\t%s\nversions\t%s\ntree\t%s\nload_before\t%s\n' "$MACHINE" "$VERSIONS" "$TREE" "$LOAD_BEFORE"
+} >"$OUT/meta.tsv"
+
+echo "fastgw bench $STAMP: rounds=$ROUNDS duration=${DURATION}s warmup=${WARMUP}s connections=$CONNECTIONS"
+echo "peers: $PEERS | scenarios: $SCENARIOS | idle connections: $IDLE_CONNECTIONS"
+echo "expected time: about $(((ROUNDS * per_round + 30) / 60)) min ($((ROUNDS * per_round)) s)"
+echo "machine: $MACHINE"
+echo "versions: $VERSIONS"
+echo "fastgw tree: $TREE"
+echo "pinning: peer CPU $SERVER_CPU; wrk and client.py CPU $CLIENT_CPU; upstream NGINX CPU $UPSTREAM_CPU"
+echo "load average before the run: $LOAD_BEFORE"
+echo "raw results: $OUT"
 echo
 
-taskset -c "$UPSTREAM_CPU" nginx -p "$TMP/upstream" -e "$TMP/upstream/error.log" -c "$TMP/upstream.conf" \
-    >"$TMP/upstream.log" 2>&1 &
+taskset -c "$UPSTREAM_CPU" nginx -p "$TMP/upstream" -e "$TMP/upstream/error.log" -c "$OUT/conf/upstream.conf" \
+    >"$OUT/logs/upstream.log" 2>&1 &
 UPSTREAM_PID=$!
-wait_port "$UPSTREAM_PORT" "$UPSTREAM_PID" upstream
-[[ $(curl -sS -o /dev/null -w '%{size_download}' "http://127.0.0.1:$UPSTREAM_PORT/") == 1024 ]] ||
-    die "the upstream does not serve 1 KiB"
+wait_port "$UPSTREAM_PORT" "$UPSTREAM_PID" || die "the upstream NGINX did not start; see $OUT/logs/upstream.log"
+PEER_LOG="$OUT/logs/upstream.log"
+UP="http://127.0.0.1:$UPSTREAM_PORT"
+# /post must really read the 16 KiB bodies: three POSTs on one keep-alive connection only get three
+# "ok" answers if each body was consumed (otherwise its bytes would be parsed as the next request).
+check "$UP/1k" --size 1024 && check "$UP/64k" --size 65536 &&
+    check "$UP/post" --method POST --body-size 16384 --size 3 ||
+    die "the upstream does not serve what the scenarios need"
 
-declare -A RPS=() P50=() P99=() EFF=() TROUBLE=()
-echo "srv% = CPU used by the server's own processes (% of one core); cpu$SERVER_CPU%/cpu$CLIENT_CPU% = all use of"
-echo "those cores (kernel, upstream, and anything else running on the machine included)."
-echo "req/cpu-s = requests served per second of the server's own CPU time (req/s / srv%)."
-printf '%-6s %-10s %10s %9s %9s %6s %6s %5s %6s %6s %10s\n' \
-    round server req/s p50_ms p99_ms errors non2xx srv% "cpu$SERVER_CPU%" "cpu$CLIENT_CPU%" req/cpu-s
+BENCH_JWT=$("$PYTHON" -c 'import sys, time, jwt
+claims = {"sub": "bench-jwt", "role": "user", "scope": "bench", "plan": "pro", "app": "bench",
+          "exp": int(time.time()) + 86400}
+print(jwt.encode(claims, sys.argv[1], algorithm="HS256"))' "$JWT_SECRET") || die "cannot make a JWT (PyJWT missing?)"
+export BENCH_STATIC_TOKEN=$STATIC_TOKEN BENCH_JWT
+
+echo "rnd scenario  peer"
 for ((round = 1; round <= ROUNDS; round++)); do
-    for name in $SERVERS; do
-        start_server "$name"
-        sanity_check "$name"
-        if [[ "$WARMUP" -gt 0 ]]; then run_wrk "$WARMUP" "$TMP/wrk-$name-$round-warmup.txt" || true; fi
-        read -r s0_busy s0_total < <(cpu_ticks "$SERVER_CPU")
-        read -r c0_busy c0_total < <(cpu_ticks "$CLIENT_CPU")
-        p0=$(proc_ticks "$SERVER_PID")
-        out="$TMP/wrk-$name-$round.txt"
-        if ! run_wrk "$DURATION" "$out"; then
-            echo "run.sh: wrk failed against $name (round $round):" >&2
-            cat "$out" >&2
-            exit 1
+    for peer in $PEERS; do
+        if ! start_peer "$peer"; then
+            for s in get1k post16k get64k; do
+                if wants "$s"; then record_failed "$s" "$peer"; fi
+            done
+            if wants idle; then printf '%s\t%s\tfailed\t\t\t\t\n' "$round" "$peer" >>"$RSS_TSV"; fi
+        else
+            if wants idle; then
+                check "$URL/1k" --size 1024 --repeat 1 || true # "idle" = started and has served once
+                sleep 0.5
+                measure_idle "$peer"
+            fi
+            for s in get1k post16k get64k; do
+                if wants "$s"; then measure "$s" "$peer"; fi
+            done
+            stop_peer
         fi
-        p1=$(proc_ticks "$SERVER_PID")
-        read -r s1_busy s1_total < <(cpu_ticks "$SERVER_CPU")
-        read -r c1_busy c1_total < <(cpu_ticks "$CLIENT_CPU")
-        scpu=$(pct $((s1_busy - s0_busy)) $((s1_total - s0_total)))
-        ccpu=$(pct $((c1_busy - c0_busy)) $((c1_total - c0_total)))
-        pcpu=$(pct $((p1 - p0)) $((s1_total - s0_total)))
-        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            echo "run.sh: $name died during the run (round $round); its log:" >&2
-            cat "$TMP/$name.log" >&2
-            exit 1
-        fi
-        if ! result=$(parse_wrk "$out"); then
-            echo "run.sh: cannot parse wrk output for $name (round $round):" >&2
-            cat "$out" >&2
-            exit 1
-        fi
-        read -r rps p50 p99 errors non2xx <<<"$result"
-        # req/s scaled to a fully used core: less sensitive to CPU time taken by other processes.
-        eff=$(awk -v r="$rps" -v wall=$((s1_total - s0_total)) -v own=$((p1 - p0)) \
-            'BEGIN { printf "%.0f", (own > 0 ? r * wall / own : 0) }')
-        printf '%-6s %-10s %10.0f %9.3f %9.3f %6s %6s %5s %6s %6s %10s\n' \
-            "$round" "$name" "$rps" "$p50" "$p99" "$errors" "$non2xx" "$pcpu" "$scpu" "$ccpu" "$eff"
-        RPS[$name]+="$rps "
-        EFF[$name]+="$eff "
-        P50[$name]+="$p50 "
-        P99[$name]+="$p99 "
-        if [[ "$errors" != 0 || "$non2xx" != 0 ]]; then
-            TROUBLE[$name]+="round $round: $(grep -E 'Socket errors|Non-2xx' "$out" | xargs echo); "
-        fi
-        stop_server # first, so that errors while shutting down are in the log too
-        cp "$TMP/$name.log" "$TMP/$name-$round.log"
-        if [[ "$name" == fastgw* ]]; then
-            grep -o 'speedups: [a-z]*' "$TMP/$name.log" | head -1 >"$TMP/$name.impl" || true
-            if grep -qE 'Traceback|ERROR|CRITICAL' "$TMP/$name.log"; then
-                TROUBLE[$name]+="round $round: errors in the gateway log (below); "
-                echo "--- $name log, round $round ---" >&2
-                cat "$TMP/$name.log" >&2
+        if [[ "$peer" == fastgw* ]] && wants pipeline; then
+            if start_peer "$peer" full; then
+                measure pipeline "$peer"
+                stop_peer
+            else
+                record_failed pipeline "$peer"
             fi
         fi
     done
 done
 
-echo
-echo "median of $ROUNDS round(s), ${DURATION}s each, $CONNECTIONS connections, scenario $SCENARIO:"
-printf '%-10s %10s %9s %9s %10s  %s\n' server req/s p50_ms p99_ms req/cpu-s note
-declare -A M_RPS=() M_P50=() M_P99=() M_EFF=()
-for name in $SERVERS; do
-    [[ -n "${M_RPS[$name]:-}" ]] && continue
-    # shellcheck disable=SC2086  # the lists are space-separated numbers
-    M_RPS[$name]=$(median ${RPS[$name]})
-    # shellcheck disable=SC2086
-    M_P50[$name]=$(median ${P50[$name]})
-    # shellcheck disable=SC2086
-    M_P99[$name]=$(median ${P99[$name]})
-    # shellcheck disable=SC2086
-    M_EFF[$name]=$(median ${EFF[$name]})
-    note=""
-    [[ -s "$TMP/$name.impl" ]] && note="($(cat "$TMP/$name.impl"))"
-    printf '%-10s %10.0f %9.3f %9.3f %10.0f  %s\n' \
-        "$name" "${M_RPS[$name]}" "${M_P50[$name]}" "${M_P99[$name]}" "${M_EFF[$name]}" "$note"
+stop_pid "$UPSTREAM_PID"
+UPSTREAM_PID=""
+for peer in fastgw fastgw-py; do
+    if [[ -s "$OUT/logs/$peer.impl" ]]; then echo "$peer speedups: $(cat "$OUT/logs/$peer.impl")"; fi
 done
-
-ratio() { # ratio A B: A/B of the medians, req/s and latencies
-    local a=$1 b=$2
-    [[ -n "${M_RPS[$a]:-}" && -n "${M_RPS[$b]:-}" ]] || return 0
-    awk -v ar="${M_RPS[$a]}" -v br="${M_RPS[$b]}" -v a5="${M_P50[$a]}" -v b5="${M_P50[$b]}" \
-        -v a9="${M_P99[$a]}" -v b9="${M_P99[$b]}" -v ae="${M_EFF[$a]}" -v be="${M_EFF[$b]}" \
-        -v label="$a/$b" 'BEGIN {
-        printf "%-18s req/s %5.2fx   p50 %5.2fx   p99 %5.2fx   req/cpu-s %5.2fx\n",
-            label, ar / br, a5 / b5, a9 / b9, (be > 0 ? ae / be : 0) }'
-}
+# Gateway trouble that wrk cannot see: tracebacks and errors in the logs.
+for log in "$OUT"/logs/fastgw*.log "$OUT"/logs/aiohttp*.log "$OUT"/logs/floor*.log; do
+    [[ -e "$log" ]] || continue
+    if grep -qE 'Traceback|ERROR|CRITICAL' "$log"; then
+        echo "note: $(basename "$log") contains errors or tracebacks" >&2
+    fi
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+printf 'load_after\t%s\n' "$LOAD_AFTER" >>"$OUT/meta.tsv"
+echo "load average after the run: $LOAD_AFTER"
 echo
-echo "ratios (req/s: higher is better for the first; latency: lower is better for the first):"
-ratio fastgw nginx
-ratio fastgw naive
-ratio fastgw-py nginx
-ratio fastgw-py naive
-ratio fastgw fastgw-py
-
-if [[ ${#TROUBLE[@]} -gt 0 ]]; then
-    echo
-    echo "PROBLEMS (numbers for these servers include failed requests):"
-    for name in "${!TROUBLE[@]}"; do echo "  $name: ${TROUBLE[$name]}"; done
-fi
+"$PYTHON" "$BENCH/summarize.py" "$OUT" | tee "$OUT/summary.md"
