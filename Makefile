@@ -42,6 +42,7 @@ bench-micro: $(VENV)/.installed-dev
 	$(BIN)/python bench/micro/bench_speedups.py
 
 bench: $(VENV)/.installed-dev
+	$(BIN)/python -c "import aiohttp" 2>/dev/null || $(BIN)/pip install -q 'aiohttp>=3.9'
 	bash bench/run.sh
 
 clean:
