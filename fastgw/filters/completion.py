@@ -22,10 +22,13 @@ class RequestMetrics(Filter):
 
     def __init__(self, metrics: Metrics, label: str) -> None:
         self.metrics = metrics
-        self.label = label
+        self.route = metrics.for_route(label)  # label children bound once, at config load
 
     def on_complete(self, ex: Exchange) -> None:
-        self.metrics.observe_request(ex.route_label, ex.method, ex.status, ex.elapsed)
+        if ex.route is not None:
+            self.route.observe(ex.method, ex.status, ex.elapsed)
+        else:  # built-ins and unmatched requests share one pipeline, with their own labels
+            self.metrics.observe_request(ex.route_label, ex.method, ex.status, ex.elapsed)
 
 
 class UsageRecording(Filter):
