@@ -274,7 +274,7 @@ class Exchange:
 
     # -- forwarding -----------------------------------------------------------------------------
 
-    def _open(self, body: bytes | None) -> Coroutine[Any, Any, None]:
+    def _open(self, body: bytes | None) -> Awaitable[None] | None:
         assert self.upstream is not None and self.route is not None
         call = self.call = UpstreamCall(self, self.upstream, self.route.read_timeout)
         return call.open(body)
@@ -292,7 +292,9 @@ class Exchange:
         if self.route.config.async_:
             await self._submit_job(body)
             return
-        await self._open(body)
+        pending = self._open(body)
+        if pending is not None:
+            await pending
 
     async def _submit_job(self, body: bytes) -> None:
         """``async: true``: queue the upstream call and answer 202 with where to look for it."""

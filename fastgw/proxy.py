@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from .errors import LocalReply
@@ -56,17 +57,33 @@ class UpstreamCall:
 
     # -- request side ---------------------------------------------------------------------------
 
-    async def open(self, body: bytes | None) -> None:
-        """Connect and send the head (and ``body`` when it was buffered); never raises."""
+    def open(self, body: bytes | None) -> Awaitable[None] | None:
+        """Send the request on a pooled idle connection at once when there is one (no coroutine);
+        otherwise return the awaitable that connects first. Never raises."""
+        upstream = self.upstream
+        target = upstream.pick()
+        if target is not None:
+            conn = upstream.take_idle(target)
+            if conn is not None:
+                self.started = time.monotonic()
+                self.reused = True
+                try:
+                    self._send(target, conn, body)
+                except Exception:
+                    log.exception("request %s failed while opening its upstream", self.ex.request_id)
+                    self.ex.fail(LocalReply("INTERNAL_ERROR", "Internal error"))
+                return None
+        return self._open_connecting(target, body)
+
+    async def _open_connecting(self, target: Target | None, body: bytes | None) -> None:
         try:
-            await self._connect_and_send(body)
+            await self._connect_and_send(target, body)
         except Exception:
             log.exception("request %s failed while opening its upstream", self.ex.request_id)
             self.ex.fail(LocalReply("INTERNAL_ERROR", "Internal error"))
 
-    async def _connect_and_send(self, body: bytes | None) -> None:
+    async def _connect_and_send(self, target: Target | None, body: bytes | None) -> None:
         ex, upstream = self.ex, self.upstream
-        target = upstream.pick()
         if target is None:
             ex.fail(LocalReply("SERVICE_UNAVAILABLE", "No healthy upstream target"))
             return
@@ -105,6 +122,10 @@ class UpstreamCall:
         if conn is None:
             ex.fail(LocalReply("BAD_GATEWAY", "Upstream connection failed"))
             return
+        self._send(target, conn, body)
+
+    def _send(self, target: Target, conn: UpstreamConnection, body: bytes | None) -> None:
+        ex = self.ex
         self.target = target
         self.conn = conn
         self.head = self.build_head(target, body)

@@ -55,6 +55,7 @@ log = logging.getLogger("fastgw")
 READ_AHEAD = 256 * 1024  # unprocessed bytes buffered before reading pauses
 LINGER_SECONDS = 2.0
 LINGER_MAX_BYTES = 8 << 20
+DISCARD_MAX = 1 << 20  # body bytes still read (and dropped) to keep a connection after an early answer
 _REASONS: dict[int, bytes] = {}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -459,8 +460,16 @@ class ClientConnection(asyncio.Protocol):
         if self.closed:
             return
         if not self.request_done:
-            if self.state == _HEAD_PHASE and self.decoder is None and self.body_left == 0:
-                return  # a bodiless request still in its head phase: _request_end follows
+            if (
+                self.keep_alive
+                and self.decoder is None
+                and self.body_left <= DISCARD_MAX
+                and self.state in (_HEAD_PHASE, _BODY)
+            ):
+                # Answered before the request ended (an upstream that replies before it has
+                # read the body, or a drain still pending): read and discard the rest of a
+                # small body, as NGINX does, and keep the connection; _request_end follows.
+                return
             # Answered before the request body ended: we will not read the rest; say so by
             # closing, after a moment of draining so the answer survives.
             self.keep_alive = False

@@ -115,6 +115,20 @@ class Upstream:
             self._free_slot()
             raise
 
+    def take_idle(self, target: Target) -> UpstreamConnection | None:
+        """A pooled idle connection to ``target`` without waiting, when one is free and nobody
+        queues for a slot; None otherwise (then ``connect``). Counts as a busy connection."""
+        if self.active >= self.max_connections or self._waiters:
+            return None
+        idle = target.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                self.active += 1
+                target.active += 1
+                return conn
+        return None
+
     async def _wait_for_slot(self) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
