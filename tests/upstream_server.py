@@ -10,6 +10,7 @@ the path picks a behaviour:
 - ``/reset``: sends the head and half a body, then resets the connection.
 - ``/chunked``: a chunked response in three parts.
 - ``/big/<bytes>``: a body of that many bytes, with its Content-Length.
+- ``/early``: answers at once, without reading the request body, and closes.
 - ``/status/<code>``: answers with that status.
 - ``/v1/chat/completions``: an OpenAI-like answer, streamed as SSE when the body asks for it
   (with a final usage event only when ``stream_options.include_usage`` is set).
@@ -174,6 +175,10 @@ class UpstreamServer:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             return True
+        if path == "/early":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nearly")
+            await writer.drain()
+            return False
         if path.startswith("/big/"):
             size = int(path.rsplit("/", 1)[1])
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
@@ -233,6 +238,8 @@ async def _read_request(reader: asyncio.StreamReader) -> Recorded | None:
         headers.append((name, value.strip()))
     lower = {k.lower(): v for k, v in headers}
     body = b""
+    if target == "/early":
+        return Recorded(method, target, headers, body)  # the body is never read
     if lower.get("transfer-encoding", "").lower() == "chunked":
         parts = []
         while True:

@@ -163,3 +163,23 @@ def test_sigterm_drain_says_close_and_closes_idle_keep_alive_connections(
     busy.close()
     idle.close()
     assert gw.proc.wait(20) == 0
+
+
+def test_an_answer_before_the_body_ends_keeps_the_client_connection(
+    upstream: UpstreamServer, start_gateway: Any
+) -> None:
+    gw = start_gateway(config(upstream))
+    body = b"x" * (256 * 1024)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(b"POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(body)
+        first = status_line(sock)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        assert b"Connection: close" not in first.partition(b"\r\n\r\n")[0]
+        sock.sendall(b"GET /second HTTP/1.1\r\nHost: a\r\n\r\n")
+        second = first.partition(b"\r\n\r\n")[2]
+        while b"/second" not in second:
+            more = sock.recv(65536)
+            assert more, "the gateway closed the connection after the early answer"
+            second += more
+    assert [r.target for r in upstream.requests] == ["/early", "/second"]
