@@ -156,19 +156,11 @@ class Gateway:
         )
 
     def _take_connections_from(self, old: Gateway) -> None:
-        """Keep warm upstream pools across a reload when an upstream's targets are unchanged."""
-        for name, upstream in self.upstreams.items():
-            previous = old.upstreams.get(name)
-            if previous is None:
-                continue
-            for target in upstream.targets:
-                for prev_target in previous.targets:
-                    if (prev_target.host, prev_target.port, prev_target.tls) == (
-                        target.host,
-                        target.port,
-                        target.tls,
-                    ):
-                        target.idle, prev_target.idle = prev_target.idle, target.idle
+        """Reload: each old upstream pool is retired in favour of the new one of its name. Its
+        warm connections, and those its running requests release later, move here when the
+        same target address is configured (and has room), else they are closed."""
+        for name, upstream in old.upstreams.items():
+            upstream.retire(self.upstreams.get(name))
 
     def close(self, successor: Gateway | None = None) -> None:
         """Release what this gateway owns and its successor did not take over."""

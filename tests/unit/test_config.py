@@ -672,6 +672,95 @@ def test_header_names_and_values() -> None:
     ]
 
 
+# --- bounds on every wait and on the load (SPEC 13.7, 13.8) ---------------------------------
+
+
+def test_server_bounds_defaults() -> None:
+    server = parse_config("", {}).server
+    assert (server.backlog, server.max_connections, server.max_inflight) == (4096, 10000, 0)
+    assert (server.body_timeout, server.send_timeout) == (30.0, 60.0)
+
+
+def test_server_bounds_are_read() -> None:
+    text = (
+        "server: {backlog: 128, max_connections: 2000, max_inflight: 500,"
+        " body_timeout: 250ms, send_timeout: '${SEND_TIMEOUT:-2m}'}\n"
+    )
+    server = parse_config(text, {}).server
+    assert (server.backlog, server.max_connections, server.max_inflight) == (128, 2000, 500)
+    assert (server.body_timeout, server.send_timeout) == (0.25, 120.0)
+    assert parse_config("server: {max_inflight: 0}", {}).server.max_inflight == 0  # 0: unlimited
+
+
+def test_server_bounds_are_validated() -> None:
+    text = "server: {backlog: 0, max_connections: 0, max_inflight: -1, body_timeout: 0, send_timeout: 0ms}\n"
+    assert sorted(errors_of(text)) == [
+        "server.backlog: expected int >= 1",
+        "server.body_timeout: must be greater than 0",
+        "server.max_connections: expected int >= 1",
+        "server.max_inflight: expected int >= 0",
+        "server.send_timeout: must be greater than 0",
+    ]
+    errors = errors_of("server: {body_timeout: soon, backlog: many}")
+    assert errors[0].startswith("server.body_timeout: invalid duration 'soon': use seconds or")
+    assert errors[1:] == ["server.backlog: expected int, got str"]
+
+
+# --- headers the config injects upstream ----------------------------------------------------
+
+GATEWAY_HEADERS = [
+    "Content-Length",
+    "transfer-encoding",
+    "HOST",
+    "Connection",
+    "Upgrade",
+    "TE",
+    "Trailer",
+    "Keep-Alive",
+]
+
+
+def _cannot_inject(name: str) -> str:
+    return f"{name!r} cannot be injected: framing and hop-by-hop headers are set by the gateway"
+
+
+@pytest.mark.parametrize("name", GATEWAY_HEADERS)
+def test_identity_headers_refuse_framing_and_hop_by_hop_names(name: str) -> None:
+    assert errors_of(f"identity_headers: {{plan: {name}}}") == [
+        f"identity_headers.plan: {_cannot_inject(name)}"
+    ]
+
+
+@pytest.mark.parametrize("name", GATEWAY_HEADERS)
+def test_upstream_headers_refuse_framing_and_hop_by_hop_names(name: str) -> None:
+    text = UPSTREAMS + f"    headers: {{X-Api-Key: k, {name}: v}}\n"
+    assert errors_of(text) == [f"upstreams.billing.headers.{name}: {_cannot_inject(name)}"]
+
+
+@pytest.mark.parametrize("name", GATEWAY_HEADERS)
+def test_transform_header_add_refuses_framing_and_hop_by_hop_names(name: str) -> None:
+    text = routes(
+        f"{{path: /t, upstream: billing, transform: {{headers: {{add: {{X-Src: gw, {name}: v}}}}}}}}"
+    )
+    assert errors_of(text) == [f"routes[0].transform.headers.add.{name}: {_cannot_inject(name)}"]
+
+
+def test_ordinary_injected_headers_are_kept() -> None:
+    text = (
+        UPSTREAMS
+        + "    headers: {X-Api-Key: k, Authorization: Bearer t, X-Connection-Id: c}\n"
+        + "identity_headers: {user_id: X-Host-User}\n"
+        + "routes:\n  - {path: /t, upstream: billing,"
+        " transform: {headers: {add: {X-Te: v}, remove: [Connection]}}}\n"
+    )
+    cfg = parse_config(text, {})
+    assert cfg.upstreams["billing"].headers["X-Connection-Id"] == "c"
+    assert cfg.identity_headers.user_id == "X-Host-User"
+    transform = cfg.routes[0].transform
+    assert transform is not None and transform.headers.add == {"X-Te": "v"}
+    assert transform.headers.remove == ["Connection"]
+
+
 def test_store_and_redis_urls() -> None:
     assert errors_of("store: postgres://db/gw") == [
         "store: unsupported store 'postgres://db/gw': use sqlite:///relative.db or sqlite:////absolute/path.db"

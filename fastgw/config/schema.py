@@ -1,0 +1,402 @@
+"""The config's shape (SPEC section 2): frozen msgspec Structs and the field types they use.
+
+A field type is ``Annotated[T, Parsed(parse)]`` when its YAML value needs more than msgspec's
+type check (``Duration``, ``Size``, header names, URLs...): ``fastgw.config.convert`` hands the
+raw value to ``parse`` and reports its ValueError at the field's key path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import urllib.parse
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from .scalars import parse_duration, parse_listen, parse_size, parse_target, sqlite_path
+
+JWT_ALGORITHMS: frozenset[str] = frozenset(
+    f"{family}{bits}" for family in ("HS", "RS", "ES", "PS") for bits in (256, 384, 512)
+)
+
+# Headers that frame a message or belong to one hop: the gateway sets them on each side itself,
+# and one injected from config would desynchronise how the upstream reads the request.
+GATEWAY_OWNED_HEADERS: frozenset[str] = frozenset(
+    {"content-length", "transfer-encoding", "host", "connection", "upgrade", "te", "trailer", "keep-alive"}
+)
+
+
+# --- field types ----------------------------------------------------------------------------
+
+
+class Parsed:
+    """Annotated marker: the raw value goes through ``parse`` instead of msgspec.
+
+    ``parse`` returns a plain float/int/str/tuple, so consumers never see a wrapper type and the
+    Structs stay encodable; a ValueError becomes an error at the field's key path.
+    """
+
+    __slots__ = ("parse",)
+
+    def __init__(self, parse: Callable[[Any], Any]) -> None:
+        self.parse = parse
+
+
+def kind(value: object) -> str:
+    names = {dict: "mapping", list: "list", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected str, got {kind(value)}")
+    return value
+
+
+def _checked(pattern: str, problem: str, transform: Callable[[str], str] = str) -> Callable[[object], str]:
+    regex = re.compile(pattern)
+
+    def parse(value: object) -> str:
+        text = transform(_text(value))
+        if not regex.fullmatch(text):
+            raise ValueError(problem.format(value=text))
+        return text
+
+    return parse
+
+
+def _validated(check: Callable[[str], object]) -> Callable[[object], str]:
+    def parse(value: object) -> str:
+        text = _text(value)
+        check(text)
+        return text
+
+    return parse
+
+
+def _cidr(text: str) -> None:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(f"invalid IP address or CIDR {text!r}") from None
+
+
+def _url(schemes: tuple[str, ...]) -> Callable[[str], None]:
+    def check(text: str) -> None:
+        parts = urllib.parse.urlsplit(text)
+        if parts.scheme not in schemes or not (parts.hostname or parts.scheme == "unix"):
+            raise ValueError(f"expected a {' or '.join(s + '://' for s in schemes)} URL")
+
+    return check
+
+
+def _algorithm(value: object) -> str:
+    name = _text(value)
+    if name.lower() == "none":
+        raise ValueError("'none' is never allowed: it would accept unsigned tokens")
+    if name not in JWT_ALGORITHMS:
+        raise ValueError(f"unsupported algorithm {name!r} (use one of {', '.join(sorted(JWT_ALGORITHMS))})")
+    return name
+
+
+def _rate_key(value: object) -> str:
+    key = _text(value)
+    if key in ("ip", "user", "token", "route") or (
+        key.startswith("header:") and _HEADER_RE.fullmatch(key[7:])
+    ):
+        return key
+    raise ValueError(f"invalid key {key!r}: expected ip, user, token, route or header:NAME")
+
+
+def _policy_names(value: object) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(name, str) and name for name in value):
+        return tuple(value)
+    raise ValueError("expected a policy name or a list of policy names")
+
+
+def _header_value(value: object) -> str:
+    text = _text(value)
+    if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in text):
+        raise ValueError("header values must not contain control characters")
+    return text
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be greater than 0")
+    return seconds
+
+
+def _injectable(parse: Callable[[object], str]) -> Callable[[object], str]:
+    """A header name the gateway may add to a request it forwards: not a framing/hop-by-hop one."""
+
+    def check(value: object) -> str:
+        name = parse(value)
+        if name.lower() in GATEWAY_OWNED_HEADERS:
+            raise ValueError(
+                f"{name!r} cannot be injected: framing and hop-by-hop headers are set by the gateway"
+            )
+        return name
+
+    return check
+
+
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_HEADER_RE = re.compile(_TOKEN.replace("_", ""))  # clients' headers with '_' are dropped (SPEC 4)
+
+Duration = Annotated[float, Parsed(parse_duration)]
+PositiveDuration = Annotated[float, Parsed(_positive_duration)]
+Size = Annotated[int, Parsed(parse_size)]
+NonEmpty = Annotated[str, Parsed(_checked(r"(?s).+", "must not be empty"))]
+_token = _checked(_TOKEN, "invalid name {value!r}: expected an HTTP token")
+_header_name = _checked(
+    _HEADER_RE.pattern, "invalid header name {value!r}: expected an HTTP token without '_'"
+)
+Token = Annotated[str, Parsed(_token)]
+HeaderName = Annotated[str, Parsed(_header_name)]
+# Names of headers the gateway adds upstream (identity headers, upstream and transform headers).
+InjectedToken = Annotated[str, Parsed(_injectable(_token))]
+InjectedHeaderName = Annotated[str, Parsed(_injectable(_header_name))]
+HeaderValue = Annotated[str, Parsed(_header_value)]
+Method = Annotated[str, Parsed(_checked(_TOKEN, "invalid HTTP method {value!r}", str.upper))]
+# Identity values end up in headers and in the "|"-separated signing context (SPEC 4, 6).
+IdentityValue = Annotated[str, Parsed(_checked(r"[ -{}~]*", "must be printable ASCII without '|'"))]
+Scope = Annotated[
+    str, Parsed(_checked(r"[!-{}~]+", "invalid scope {value!r}: printable ASCII, no spaces or '|'"))
+]
+ListenAddr = Annotated[str, Parsed(_validated(parse_listen))]
+Cidr = Annotated[str, Parsed(_validated(_cidr))]
+HttpUrl = Annotated[str, Parsed(_validated(_url(("http", "https"))))]
+TargetUrl = Annotated[str, Parsed(_validated(parse_target))]
+StoreUrl = Annotated[str, Parsed(_validated(sqlite_path))]
+RedisUrl = Annotated[str, Parsed(_validated(_url(("redis", "rediss", "unix"))))]
+JwtAlgorithm = Annotated[str, Parsed(_algorithm)]
+RateKey = Annotated[str, Parsed(_rate_key)]
+PolicyNames = Annotated[tuple[str, ...], Parsed(_policy_names)]
+Count = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+
+
+# --- the config -----------------------------------------------------------------------------
+
+
+# Every Struct is frozen (loaded once, shared by all requests) and forbids unknown fields (a
+# misspelt key must be an error, never a silent default).
+
+
+class TLSConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    cert: NonEmpty
+    key: NonEmpty
+    client_ca: str | None = None
+    require_client_cert: bool = False
+
+
+class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    listen: ListenAddr = "0.0.0.0:8080"
+    workers: NonNegative = 1  # 0 = one process per core
+    metrics_listen: ListenAddr | None = "127.0.0.1:9090"
+    body_limit: Size = 1024 * 1024
+    max_header_bytes: Size = 64 * 1024
+    header_timeout: Duration = 10.0
+    idle_timeout: Duration = 75.0
+    shutdown_grace: Duration = 30.0
+    # SPEC 13.7, 13.8: every wait on a client is bounded, and so is the load it may bring.
+    body_timeout: PositiveDuration = 30.0  # longest silence while a request body arrives (408)
+    send_timeout: PositiveDuration = 60.0  # longest a client may leave a response unread
+    backlog: Count = 4096  # listen backlog of each socket
+    max_connections: Count = 10000  # client connections beyond it get 503 and are closed
+    max_inflight: NonNegative = 0  # requests beyond it get 503 at once (0: unlimited)
+    trusted_proxies: list[Cidr] = []
+    tls: TLSConfig | None = None
+    access_log: bool = True
+
+
+class IdentityHeaders(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    user_id: InjectedHeaderName = "X-User-Id"
+    role: InjectedHeaderName = "X-User-Role"
+    app_key: InjectedHeaderName = "X-App-Key"
+    plan: InjectedHeaderName = "X-User-Plan"
+    scopes: InjectedHeaderName = "X-User-Scopes"
+
+
+class StaticToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    token: NonEmpty
+    user_id: IdentityValue
+    role: IdentityValue = ""
+    scopes: list[Scope] = []
+    plan: IdentityValue = ""
+    app_key: IdentityValue = ""
+
+
+class ClaimsMap(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    user_id: str = "sub"
+    role: str = "role"
+    scopes: str = "scope"
+    app_key: str = "app"
+    plan: str = "plan"
+
+
+class JWTConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    algorithms: list[JwtAlgorithm] = msgspec.field(default_factory=lambda: ["HS256"])
+    secret: str | None = None
+    jwks_url: HttpUrl | None = None
+    jwks_cache_ttl: Duration = 600.0
+    jwks_min_refetch: Duration = 5.0
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: Duration = 30.0
+    claims: ClaimsMap = msgspec.field(default_factory=ClaimsMap)
+
+
+class ApiTokensConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    prefix: NonEmpty = "fgw_"
+
+
+class SessionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    cookie: Token = "better-auth.session_token"
+    verify_url: HttpUrl
+    cache_ttl: Duration = 30.0
+    user_id_field: str = "user.id"
+    role_field: str = "user.role"
+
+
+class OIDCLoginConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    jwks_url: HttpUrl
+    issuer: NonEmpty
+    audience: NonEmpty
+    token_ttl: Duration = 3600.0
+    rate_limit: str | None = None
+
+
+class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    tokens: list[StaticToken] = []
+    jwt: JWTConfig | None = None
+    api_tokens: ApiTokensConfig = msgspec.field(default_factory=ApiTokensConfig)
+    session: SessionConfig | None = None
+    oidc_login: OIDCLoginConfig | None = None
+    usage_key: str | None = None
+
+
+class SigningConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    secret: str | None = None
+    max_skew: Duration = 300.0
+
+
+class CircuitConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    failures: Count = 5
+    cooldown: Duration = 10.0
+
+
+class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    targets: list[TargetUrl]
+    balance: Literal["round_robin", "least_conn"] = "round_robin"
+    connect_timeout: Duration = 5.0
+    read_timeout: Duration = 60.0
+    retries: NonNegative = 1
+    max_connections: Count = 512
+    circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)
+    headers: dict[InjectedToken, HeaderValue] = {}
+
+
+class RateLimitPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    rate: Annotated[float, msgspec.Meta(gt=0)]
+    per: Duration = 1.0
+    burst_: Annotated[float, msgspec.Meta(gt=0)] | None = msgspec.field(default=None, name="burst")
+    key: RateKey = "ip"
+
+    @property
+    def burst(self) -> float:
+        """Bucket size: ``burst`` when given, else the rate (SPEC 7)."""
+        return self.rate if self.burst_ is None else self.burst_
+
+
+class QuotaConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    requests: Count
+    per: Literal["day", "month"]
+
+
+class RateLimitsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    global_: RateLimitPolicy | None = msgspec.field(default=None, name="global")
+    policies: dict[str, RateLimitPolicy] = {}
+    quotas: dict[str, QuotaConfig] = {}
+
+
+class HmacConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    secret: NonEmpty
+    header: HeaderName = "X-Webhook-Signature"
+    timestamp_header: HeaderName | None = None
+    tolerance: Duration = 300.0
+
+
+class WsRateLimit(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    messages: Count
+    window: Duration
+
+
+class NamespaceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    separator: NonEmpty = "__"
+    json_fields: list[str] = []
+    query_params: list[str] = []
+    path_segments_after: list[str] = []
+
+
+class HeaderTransform(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    add: dict[InjectedToken, HeaderValue] = {}
+    remove: list[Token] = []
+
+
+class TransformConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    when_absent: list[str] = []
+    rename: dict[str, str] = {}
+    add: dict[str, Any] = {}
+    remove: list[str] = []
+    headers: HeaderTransform = msgspec.field(default_factory=HeaderTransform)
+
+
+class RouteConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    path: str
+    methods: list[Method] | None = None  # upper-cased; None = every method
+    upstream: str | None = None
+    auth: Literal["required", "optional", "none", "hmac"] = "required"
+    hmac: HmacConfig | None = None
+    roles: list[str] = []
+    scopes: list[str] = []
+    strip_prefix: bool = False
+    rewrite: str | None = None
+    sign: bool = False
+    rate_limit: PolicyNames = ()  # () = only the global policy; ("none",) = exempt from all
+    quota: bool = False
+    query_token: bool = False
+    websocket: bool = False
+    ws_rate_limit: WsRateLimit | None = None
+    async_: bool = msgspec.field(default=False, name="async")
+    llm: Literal["openai"] | None = None
+    body_limit: Size | None = None
+    read_timeout: Duration | None = None
+    sse_keepalive: Duration | None = None
+    namespace: NamespaceConfig | None = None
+    transform: TransformConfig | None = None
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    store: StoreUrl = "sqlite:///fastgw.db"
+    redis: RedisUrl | None = None
+    identity_headers: IdentityHeaders = msgspec.field(default_factory=IdentityHeaders)
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    signing: SigningConfig | None = None
+    upstreams: dict[str, UpstreamConfig] = {}
+    rate_limits: RateLimitsConfig = msgspec.field(default_factory=RateLimitsConfig)
+    routes: list[RouteConfig] = []
+
+    def store_path(self) -> str:
+        """The SQLite file named by ``store`` (``sqlite:////abs/x.db`` -> ``/abs/x.db``)."""
+        return sqlite_path(self.store)
