@@ -167,6 +167,10 @@ def test_sse_first_event_arrives_before_last_is_sent(upstream: UpstreamServer, s
     assert resp.status == 200
     assert resp.getheader("Content-Type") == "text/event-stream"
     first = resp.readline() + resp.readline()
+    # The upstream notes an event just after writing it: give that note a moment to appear.
+    deadline = time.monotonic() + 5
+    while not upstream.sse_sent and time.monotonic() < deadline:
+        time.sleep(0.01)
     # The upstream holds its second event until we release it: the first one got through alone.
     assert len(upstream.sse_sent) == 1
     assert b"event-0" in first
