@@ -45,15 +45,10 @@ class BoundCounter(Counter):
         self._bound: dict[tuple[object, ...], Any] = {}
 
     def labels(self: _C, *labelvalues: object, **labelkwargs: object) -> _C:
-        if not labelkwargs:
-            try:
-                child: _C | None = self._bound.get(labelvalues)
-            except TypeError:  # an unhashable value: prometheus-client str()s it
-                child = None
-            if child is not None:
-                return child
-        child = super().labels(*labelvalues, **labelkwargs)
-        _remember(self._bound, labelvalues, labelkwargs, child)
+        child: _C | None = _cached(self._bound, labelvalues, labelkwargs)
+        if child is None:
+            child = super().labels(*labelvalues, **labelkwargs)
+            _remember(self._bound, labelvalues, labelkwargs, child)
         return child
 
 
@@ -65,16 +60,23 @@ class BoundHistogram(Histogram):
         self._bound: dict[tuple[object, ...], Any] = {}
 
     def labels(self: _H, *labelvalues: object, **labelkwargs: object) -> _H:
-        if not labelkwargs:
-            try:
-                child: _H | None = self._bound.get(labelvalues)
-            except TypeError:
-                child = None
-            if child is not None:
-                return child
-        child = super().labels(*labelvalues, **labelkwargs)
-        _remember(self._bound, labelvalues, labelkwargs, child)
+        child: _H | None = _cached(self._bound, labelvalues, labelkwargs)
+        if child is None:
+            child = super().labels(*labelvalues, **labelkwargs)
+            _remember(self._bound, labelvalues, labelkwargs, child)
         return child
+
+
+def _cached(
+    cache: dict[tuple[object, ...], Any], values: tuple[object, ...], kwargs: dict[str, object]
+) -> Any:
+    """The bound child for positional label values, or None (keywords and misses go through)."""
+    if kwargs:
+        return None
+    try:
+        return cache.get(values)
+    except TypeError:  # an unhashable value: prometheus-client str()s it
+        return None
 
 
 def _remember(

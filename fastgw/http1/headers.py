@@ -27,29 +27,14 @@ class Headers(Mapping[str, str]):
     def __init__(self, pairs: Iterable[tuple[str, str]] | Mapping[str, str] | None = None) -> None:
         items = pairs.items() if isinstance(pairs, Mapping) else (pairs or ())
         self._pairs: list[tuple[str, str]] = [(name.lower(), value) for name, value in items]
-        index: dict[str, list[str]] = {}
-        for name, value in self._pairs:
-            found = index.get(name)
-            if found is None:
-                index[name] = [value]
-            else:
-                found.append(value)
-        self._index = index
+        self._index = _index(self._pairs)
 
     @classmethod
     def from_raw(cls, raw: list[tuple[bytes, bytes]]) -> Headers:
         """From the codec's pairs (names lower-cased bytes), decoding each byte as one char."""
         self = cls.__new__(cls)
-        pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
-        index: dict[str, list[str]] = {}
-        for name, value in pairs:
-            found = index.get(name)
-            if found is None:
-                index[name] = [value]
-            else:
-                found.append(value)
-        self._pairs = pairs
-        self._index = index
+        self._pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
+        self._index = _index(self._pairs)
         return self
 
     @overload
@@ -90,3 +75,15 @@ class Headers(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"Headers({len(self._pairs)} fields)"
+
+
+def _index(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Lower-cased name -> its values in arrival order."""
+    index: dict[str, list[str]] = {}
+    for name, value in pairs:
+        found = index.get(name)
+        if found is None:
+            index[name] = [value]
+        else:
+            found.append(value)
+    return index
