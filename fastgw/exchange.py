@@ -27,8 +27,9 @@ from .auth.principal import Principal
 from .builtin import BuiltinRequest, Endpoint
 from .errors import LocalReply, encode, error_body, ok_body
 from .forwarding import client_ip, request_id_from, without_token_param
-from .http1.connection import ClientConnection, ClientContext
+from .http1.connection import ClientConnection
 from .http1.headers import Headers
+from .http1.interfaces import ClientContext
 from .jobs import PreparedCall
 from .llm import UsageSniffer
 from .pipeline import Pipeline, run_request_hooks

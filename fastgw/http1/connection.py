@@ -32,11 +32,9 @@ import logging
 import socket
 import ssl
 import struct
-from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import error_body
-from ..forwarding import request_id_from
 from ..speedups import (
     LAST_CHUNK,
     ChunkedDecoder,
@@ -46,6 +44,7 @@ from ..speedups import (
     parse_request_head,
 )
 from .headers import Headers
+from .interfaces import ClientContext, RequestDelegate, Tunnel, closing_error, reason_phrase, subject_cn
 
 if TYPE_CHECKING:
     from .server import ConnectionHub
@@ -56,78 +55,11 @@ READ_AHEAD = 256 * 1024  # unprocessed bytes buffered before reading pauses
 LINGER_SECONDS = 2.0
 LINGER_MAX_BYTES = 8 << 20
 DISCARD_MAX = 1 << 20  # body bytes still read (and dropped) to keep a connection after an early answer
-_REASONS: dict[int, bytes] = {}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 # States of the request side
 _HEAD, _HEAD_PHASE, _BODY, _WAIT, _TUNNEL, _LINGER, _CLOSED = range(7)
-
-
-def reason_phrase(status: int) -> bytes:
-    """Our own reason phrase: the upstream's is free text from another party, never relayed."""
-    phrase = _REASONS.get(status)
-    if phrase is None:
-        from http import HTTPStatus
-
-        try:
-            phrase = HTTPStatus(status).phrase.encode()
-        except ValueError:
-            phrase = b"Unknown"
-        _REASONS[status] = phrase
-    return phrase
-
-
-class ClientContext:
-    """Per-connection facts known before any request is parsed."""
-
-    __slots__ = ("remote_ip", "protocol", "cert_user")
-
-    def __init__(self, remote_ip: str, protocol: str, cert_user: str | None = None) -> None:
-        self.remote_ip = remote_ip
-        self.protocol = protocol
-        self.cert_user = cert_user  # subject CN of a verified TLS client certificate
-
-
-class RequestDelegate(Protocol):
-    def headers_received(self, head: RequestHead, headers: Headers) -> Awaitable[None] | None: ...
-
-    def data_received(self, chunk: bytes) -> Awaitable[None] | None: ...
-
-    def finish(self) -> None: ...
-
-    def on_connection_close(self) -> None: ...
-
-    def body_timed_out(self) -> None: ...
-
-    def wants_body(self) -> bool: ...
-
-
-class Tunnel(Protocol):
-    """What takes over a connection after ``101 Switching Protocols``."""
-
-    def client_data(self, data: bytes) -> asyncio.Future[None] | None: ...
-
-    def client_closed(self) -> None: ...
-
-
-def closing_error(status: int, code: str, message: str, head_request: bool = False) -> bytes:
-    """A complete error answer with ``Connection: close`` (the connection ends after it).
-
-    An answer to HEAD carries the body's length but not the body (RFC 9110 9.3.2).
-    """
-    request_id = request_id_from(None)
-    body = error_body(code, message, request_id)
-    return (
-        b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-        b"X-Request-Id: %s\r\nConnection: close\r\n\r\n%s"
-    ) % (
-        status,
-        reason_phrase(status),
-        len(body),
-        request_id.encode(),
-        b"" if head_request else body,
-    )
 
 
 class ClientConnection(asyncio.Protocol):
@@ -175,7 +107,7 @@ class ClientConnection(asyncio.Protocol):
         cert_user = None
         if hub.require_client_cert:
             sslobj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
-            cert_user = _subject_cn(sslobj.getpeercert() if sslobj is not None else None)
+            cert_user = subject_cn(sslobj.getpeercert() if sslobj is not None else None)
         self.context = ClientContext(remote_ip, hub.scheme, cert_user)
         if len(hub.connections) >= hub.limits.max_connections or hub.draining:
             self.state = _CLOSED
@@ -659,12 +591,3 @@ class ClientConnection(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         return self.state == _HEAD and not self.buf and self.delegate is None
-
-
-def _subject_cn(cert: dict[str, Any] | None) -> str | None:
-    """The subject commonName of a verified peer certificate, as ssl.getpeercert() gives it."""
-    for rdn in (cert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None

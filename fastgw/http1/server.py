@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import socket
 
-    from .connection import ClientConnection, RequestDelegate
+    from .connection import ClientConnection
+    from .interfaces import RequestDelegate
 
 
 @dataclass(frozen=True, slots=True)
