@@ -585,9 +585,10 @@ class ClientConnection(asyncio.Protocol):
     def going_away(self) -> None:
         """SIGTERM: close now if between requests, else after the response in progress."""
         self.keep_alive = False
-        if self.state == _HEAD and not self.buf and self.delegate is None:
+        if self.idle:
             self.close()
 
     @property
     def idle(self) -> bool:
+        """Between requests: nothing read of the next one, no exchange in progress."""
         return self.state == _HEAD and not self.buf and self.delegate is None
