@@ -7,7 +7,7 @@ covers the request exactly as the upstream receives it.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote, unquote_plus
 
 import msgspec
 
@@ -95,6 +95,77 @@ def transform_headers(cfg: TransformConfig) -> tuple[frozenset[str], tuple[tuple
     return frozenset(n.lower() for n in cfg.headers.remove), tuple(cfg.headers.add.items())
 
 
+def namespace_prefix(user_id: str, separator: str) -> str:
+    """``<user_id><separator>``, or a 401 ``LocalReply`` when that prefix could be read two ways.
+
+    Names upstream are ``prefix + name``. They stay unambiguous (the user is everything before
+    the first separator) only if the first separator in ``user_id + separator`` is the one just
+    appended: a user id containing the separator (``a__b``) or ending in a proper prefix of it
+    that the separator repeats (``a_`` with ``__``: ``a_`` + ``x`` = ``a`` + ``_x``) is refused.
+    """
+    prefix = user_id + separator
+    if prefix.find(separator) != len(user_id):
+        raise LocalReply("UNAUTHORIZED", "This user id cannot be used on a namespaced route")
+    return prefix
+
+
+def _folded(names: list[str]) -> frozenset[str]:
+    return frozenset(name.casefold() for name in names)
+
+
+def _namespace_segments(path: str, names: frozenset[str], prefix: str) -> str:
+    """Prefix the segment after each segment named in ``names``.
+
+    Segments compare percent-decoded and case-folded (some upstreams route case-insensitively);
+    the prefix is percent-encoded, so the upstream decodes the segment to prefix + name.
+    """
+    if "%2f" in path.lower():
+        # An upstream that decodes %2F would see segment boundaries the gateway did not.
+        raise LocalReply("VALIDATION_ERROR", "Encoded '/' is not allowed in a namespaced path")
+    segments = path.split("/")
+    for i in range(len(segments) - 1):
+        if segments[i + 1] and unquote(segments[i]).casefold() in names:
+            segments[i + 1] = quote(prefix, safe="") + segments[i + 1]
+    return "/".join(segments)
+
+
+def _namespace_query(query: str, names: frozenset[str], prefix: str) -> str:
+    """Prefix the value of every parameter whose key is one of ``names``.
+
+    Keys compare form-urlencoded decoded (``%64atabase``), case-folded and without a ``[...]``
+    suffix, as the lenient parsers of PHP, Rails or ASP.NET read them. A key without ``=`` is
+    read as an empty value, so it is forwarded as ``key=<prefix>``.
+    """
+    encoded = quote(prefix, safe="")
+    parts = []
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if unquote_plus(key).split("[", 1)[0].casefold() in names:
+            part = f"{key}={encoded}{value}"
+        parts.append(part)
+    return "&".join(parts)
+
+
+def _namespace_fields(doc: dict[str, Any], fields: list[str], prefix: str) -> bool:
+    """Prefix every top-level field whose key case-folds to one of ``fields``; True if any.
+
+    Decoders such as Go's ``encoding/json`` match keys case-insensitively (last one wins), so
+    every such spelling is namespaced. A present value that is not a string (list, number,
+    object, null) is a 400 naming the configured field, never echoing the value.
+    """
+    configured = {name.casefold(): name for name in fields}
+    changed = False
+    for key, value in doc.items():
+        field = configured.get(key.casefold())
+        if field is None:
+            continue
+        if not isinstance(value, str):
+            raise LocalReply("VALIDATION_ERROR", f"Field {field!r} must be a string")
+        doc[key] = prefix + value
+        changed = True
+    return changed
+
+
 def namespace_request(
     cfg: NamespaceConfig,
     user_id: str,
@@ -103,31 +174,20 @@ def namespace_request(
     body: bytes,
     headers: Headers,
 ) -> tuple[str, str, bytes]:
-    """Prefix ``<user_id><separator>`` to the configured body fields, query params and segments."""
-    prefix = user_id + cfg.separator
+    """Prefix ``<user_id><separator>`` to the configured body fields, query params and segments.
+
+    Returns the new (path, query, body). Raises ``LocalReply``: 401 for a user id that would
+    make names ambiguous (``namespace_prefix``); 400 for an encoded ``/`` in the path when
+    segments are namespaced, a namespaced JSON field that is present but not a string, or a
+    body that is not a JSON object while fields are namespaced.
+    """
+    prefix = namespace_prefix(user_id, cfg.separator)
     if cfg.path_segments_after:
-        segments = path.split("/")
-        for i in range(len(segments) - 1):
-            if segments[i] in cfg.path_segments_after and segments[i + 1]:
-                segments[i + 1] = quote(prefix, safe="") + segments[i + 1]
-        path = "/".join(segments)
+        path = _namespace_segments(path, _folded(cfg.path_segments_after), prefix)
     if cfg.query_params and query:
-        names = set(cfg.query_params)
-        parts = []
-        for part in query.split("&"):
-            key, sep, value = part.partition("=")
-            if sep and key in names:
-                part = f"{key}={quote(prefix, safe='')}{value}"
-            parts.append(part)
-        query = "&".join(parts)
+        query = _namespace_query(query, _folded(cfg.query_params), prefix)
     if cfg.json_fields and body:
         doc = _parse_object(body, headers.get("Content-Type"))
-        changed = False
-        for field in cfg.json_fields:
-            current = doc.get(field)
-            if isinstance(current, str):
-                doc[field] = prefix + current
-                changed = True
-        if changed:
+        if _namespace_fields(doc, cfg.json_fields, prefix):
             body = _encoder.encode(doc)
     return path, query, body

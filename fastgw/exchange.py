@@ -286,10 +286,13 @@ class Exchange:
         body = bytes(self.buffer or b"")
         try:
             for flt in self.pipeline.body:
-                body = flt.on_body(self, body)
+                result = flt.on_body(self, body)
+                body = result if isinstance(result, bytes) else await result
         except LocalReply as reply:
             self.respond_error(reply)
             return
+        if self.done:
+            return  # the client went away while a body hook waited
         if self.route.config.async_:
             await self._submit_job(body)
             return
@@ -308,7 +311,7 @@ class Exchange:
             return call.build_head(target, body)
 
         job = PreparedCall(upstream, build_head, body, route.read_timeout)
-        owner = self.principal.user_id if self.principal is not None else ""
+        owner = self.principal
         try:
             job_id = await self.gw.jobs.submit(owner, route.pattern, job)
         except Exception:

@@ -12,7 +12,8 @@ Hook contracts (``ex`` is the request's ``Exchange``):
   instead of forwarding (later filters do not run; ``on_complete`` still does). Return ``None``
   to continue at once, or an awaitable that the exchange waits for before the next filter.
 - ``on_body(ex, body) -> body``: only on routes that buffer the body; the whole request body,
-  returning what is forwarded. Raise ``LocalReply`` to refuse it.
+  returning what is forwarded, or an awaitable of it that the exchange waits for before the
+  next filter. Raise ``LocalReply`` (or let the awaitable raise it) to refuse it.
 - ``upstream_headers(ex, target, body)``: headers to add to the upstream request, called when
   its head is built, which is after every change to the target or the body: signing is last.
 - ``on_response_head(ex, status, content_type)`` / ``on_response_data(ex, data)``: the
@@ -40,7 +41,7 @@ class Filter:
     def on_request(self, ex: Exchange) -> Awaitable[None] | None:
         return None
 
-    def on_body(self, ex: Exchange, body: bytes) -> bytes:
+    def on_body(self, ex: Exchange, body: bytes) -> bytes | Awaitable[bytes]:
         return body
 
     def upstream_headers(self, ex: Exchange, target: str, body: bytes) -> Iterable[tuple[str, str]]:

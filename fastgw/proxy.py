@@ -345,7 +345,8 @@ class UpstreamCall:
         route = ex.route
         ws_limit = route.config.ws_rate_limit if route is not None else None
         window = MessageWindow(ws_limit.messages, ws_limit.window) if ws_limit is not None else None
-        tunnel = WebSocketTunnel(ex.conn, conn, window, self._tunnel_closed)
+        idle_timeout = route.config.ws_idle_timeout if route is not None else None
+        tunnel = WebSocketTunnel(ex.conn, conn, window, self._tunnel_closed, idle_timeout)
         conn.hand_over(tunnel)
         ex.inflight.tunnels.add(tunnel)
         ex.tunnel = tunnel

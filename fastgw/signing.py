@@ -10,18 +10,35 @@ that the identity headers on it are the gateway's::
 ``sign`` produces the same headers (the gateway itself, tests, other clients of a backend).
 The HMAC is ``fastgw.speedups.sign_v2``: compiled when the extension is built, keyed once per
 secret either way.
+
+Progress reports (``POST /requests/<id>/progress``, SPEC section 8) go the other way, from a
+backend to the gateway. ``sign_progress`` signs them with a context of their own,
+``progress|<id>``, which no proxied request can have (those contexts start with ``2|``), so a
+signature the gateway puts on a forwarded request is never a valid progress report.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 from typing import Any, cast
 
 from .speedups import sign_v2
 
-__all__ = ["SIGNATURE", "SIGNING_VERSION", "TIMESTAMP", "Signer", "sign", "verify"]
+__all__ = [
+    "SIGNATURE",
+    "SIGNING_VERSION",
+    "TIMESTAMP",
+    "Signer",
+    "progress_context",
+    "sign",
+    "sign_progress",
+    "verify",
+    "verify_progress",
+]
 
 TIMESTAMP = "X-Gateway-Timestamp"
 SIGNING_VERSION = "X-Gateway-Signing-Version"
@@ -126,6 +143,24 @@ def _header(headers: Mapping[Any, Any], name: str, lowered: list[dict[str, Any]]
     return value if isinstance(value, str) else None
 
 
+def _presented(
+    headers: Mapping[Any, Any], lowered: list[dict[str, Any]], max_skew: float, now: float | None
+) -> tuple[str, str] | None:
+    """(timestamp, signature) of a well-formed, fresh version-2 header set; None otherwise."""
+    version = _header(headers, SIGNING_VERSION, lowered)
+    timestamp = _header(headers, TIMESTAMP, lowered)
+    signature = _header(headers, SIGNATURE, lowered)
+    if version != "2" or not timestamp or not signature:
+        return None
+    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 15):
+        return None
+    if abs((time.time() if now is None else now) - int(timestamp)) > max_skew:
+        return None
+    if not signature.isascii():
+        return None
+    return timestamp, signature
+
+
 def verify(
     secret: Secret,
     method: str,
@@ -147,17 +182,10 @@ def verify(
     gateway's ``identity_headers`` config does.
     """
     lowered: list[dict[str, Any]] = []
-    version = _header(headers, SIGNING_VERSION, lowered)
-    timestamp = _header(headers, TIMESTAMP, lowered)
-    signature = _header(headers, SIGNATURE, lowered)
-    if version != "2" or not timestamp or not signature:
+    presented = _presented(headers, lowered, max_skew, now)
+    if presented is None:
         return False
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 15):
-        return False
-    if abs((time.time() if now is None else now) - int(timestamp)) > max_skew:
-        return False
-    if not signature.isascii():
-        return False
+    timestamp, signature = presented
     names = DEFAULT_IDENTITY_HEADERS
     if identity_headers is not None:
         names = {**names, **identity_headers}
@@ -176,3 +204,69 @@ def verify(
         _body(body),
     )
     return hmac.compare_digest(expected, signature)
+
+
+# A request id as it can appear in one path segment: what the gateway issues is a UUID.
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=:@%-]{1,128}")
+
+
+def progress_context(request_id: str) -> str:
+    """The signing context of a progress report: ``"progress|" + request_id``."""
+    return "progress|" + request_id
+
+
+def _progress_signature(secret: Secret, timestamp: str, request_id: str, body: Body) -> str:
+    head = f"{timestamp}\nPOST\n/requests/{request_id}/progress\n{progress_context(request_id)}\n"
+    mac = hmac.new(_secret_bytes(secret), head.encode("utf-8"), hashlib.sha256)
+    mac.update(_body(body))
+    return "v2=" + mac.hexdigest()
+
+
+def sign_progress(
+    secret: Secret, request_id: str, body: Body, timestamp: int | str | None = None
+) -> dict[str, str]:
+    """The ``X-Gateway-*`` headers of a progress report for async job ``request_id``.
+
+    The signature is version 2 (SPEC section 6) over ``POST /requests/<id>/progress`` with the
+    context ``progress|<id>`` instead of an identity context::
+
+        message = timestamp "\n" "POST" "\n" "/requests/<id>/progress" "\n" "progress|<id>" "\n"
+                  (UTF-8) followed by the body bytes
+        X-Gateway-Signature: "v2=" + lowercase hex HMAC-SHA256(signing.secret, message)
+
+    Send the body exactly as signed, to that path, with no query string. ``timestamp``
+    defaults to now in whole seconds. ValueError for a request id that is not one path
+    segment (the gateway's ids are UUIDs) or a timestamp that is not unix seconds.
+    """
+    ts = str(int(time.time())) if timestamp is None else str(timestamp)
+    if not (ts.isascii() and ts.isdigit()):
+        raise ValueError("timestamp must be unix seconds")
+    if not _REQUEST_ID_RE.fullmatch(request_id):
+        raise ValueError("request_id must be one URL path segment")
+    return {TIMESTAMP: ts, SIGNING_VERSION: "2", SIGNATURE: _progress_signature(secret, ts, request_id, body)}
+
+
+def verify_progress(
+    secret: Secret,
+    request_id: str,
+    headers: Mapping[Any, Any],
+    body: Body,
+    max_skew: float = 300,
+    *,
+    now: float | None = None,
+) -> bool:
+    """True when ``headers`` carry a valid ``sign_progress`` signature for ``request_id``.
+
+    The message is the one ``sign_progress`` documents (context ``progress|<id>``); ``body`` is
+    the raw body. False, as ``verify``, for a missing header, a version other than 2, a stale
+    timestamp or a different signature (compared in constant time), and for a request id that
+    is not one path segment. A signature with the SPEC's empty context ``2||||`` is checked
+    with ``verify``, not here.
+    """
+    if not _REQUEST_ID_RE.fullmatch(request_id):
+        return False
+    presented = _presented(headers, [], max_skew, now)
+    if presented is None:
+        return False
+    timestamp, signature = presented
+    return hmac.compare_digest(_progress_signature(secret, timestamp, request_id, body), signature)

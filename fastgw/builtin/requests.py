@@ -1,14 +1,22 @@
 """``/requests/{id}/status``, ``/result`` and ``/progress``: async invoke jobs (SPEC 5, 8).
 
-Who may see a job: the caller who created it, i.e. a principal with the job's owner user id;
-a job created anonymously (owner '') by whoever holds its id, which is a random UUID. Anyone
-else gets the same 404 as for an id that never existed, never a 403: answering differently
-would tell a prober which ids are real.
+Who may see a job: the caller who created it, i.e. a principal with the job's owner, which is
+the credential kind plus the user id (``jobs.job_owner``: a static token for ``alice`` is not
+the JWT subject ``alice``); a job created anonymously (owner '') by whoever holds its id, which
+is a random UUID. A request without any credential is 401 for every other id, whether it
+exists or not. A caller with credentials gets, for someone else's job, the same 404 as for an
+id that never existed, never a 403: answering differently would tell a prober which ids are
+real.
 
-Progress reports come from the backend doing the work, not from a user: they carry a version-2
-signature (SPEC 6) over the empty context ``2||||``. Only the three ``X-Gateway-*`` headers are
-taken from the request for the check, so identity headers a caller adds cannot change the
-context being verified.
+Progress reports come from the backend doing the work, not from a user. They carry a
+version-2 signature (SPEC 6) over ``POST /requests/<id>/progress`` with either the context of
+their own, ``progress|<id>`` (``signing.sign_progress``), or the SPEC's empty context ``2||||``.
+The gateway never mints the latter for such a path (``filters.sign``), so a signature it put on
+a forwarded request cannot be replayed here. Only the three ``X-Gateway-*`` headers are taken
+from the request for the check, so identity headers a caller adds cannot change the context
+being verified. The ``2||||`` check covers the normalised path the endpoint matched (always
+exactly ``/requests/<segment>/progress``) plus the raw query; ``progress|<id>`` is checked over
+that path alone.
 
 A progress report for a job that already finished is answered 200 with the job's current state
 and changes nothing: the backend's report raced with its own response, which is not the
@@ -22,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import LocalReply
 from ..forwarding import HOP_BY_HOP
-from ..signing import SIGNATURE, SIGNING_VERSION, TIMESTAMP, verify
+from ..jobs import job_owner
+from ..signing import SIGNATURE, SIGNING_VERSION, TIMESTAMP, verify, verify_progress
 from ..store.jobs import JobRecord
 from . import BuiltinEndpoints, BuiltinRequest, BuiltinResponse, ok
 
@@ -43,12 +52,18 @@ async def _load(request: BuiltinRequest, request_id: str) -> JobRecord | None:
 
 
 async def _callers_job(request: BuiltinRequest) -> JobRecord:
-    """The job named in the path if the caller may see it, else 404 (see the module docstring)."""
+    """The job named in the path if the caller may see it (see the module docstring).
+
+    Anonymous jobs for anyone; otherwise 401 without a credential, 404 for another owner.
+    """
     principal = await request.authenticate(required=False)
     job = await _load(request, request.params["id"])
-    if job is None:
-        raise _not_found()
-    if job.owner and (principal is None or principal.user_id != job.owner):
+    if job is not None and not job.owner:
+        return job
+    if principal is None:
+        request.gateway.metrics.auth_failures.labels("missing").inc()
+        raise LocalReply("UNAUTHORIZED", "Authentication required")
+    if job is None or not job.owned_by(job_owner(principal), principal.user_id):
         raise _not_found()
     return job
 
@@ -124,16 +139,20 @@ async def job_result(request: BuiltinRequest) -> BuiltinResponse:
 
 
 def _signed(request: BuiltinRequest) -> bool:
+    """A valid backend signature: context ``progress|<id>``, or the SPEC's ``2||||``."""
     signing = request.gateway.config.signing
     if signing is None or not signing.secret:
         return False
-    path_and_query = f"{request.path}?{request.query}" if request.query else request.path
     headers = {
         name: value
         for name in (TIMESTAMP, SIGNING_VERSION, SIGNATURE)
         if (value := request.headers.get(name))
     }
-    return verify(signing.secret, "POST", path_and_query, headers, request.body, max_skew=signing.max_skew)
+    skew = signing.max_skew
+    if verify_progress(signing.secret, request.params["id"], headers, request.body, max_skew=skew):
+        return True
+    path_and_query = f"{request.path}?{request.query}" if request.query else request.path
+    return verify(signing.secret, "POST", path_and_query, headers, request.body, max_skew=skew)
 
 
 def _progress_value(request: BuiltinRequest) -> int:

@@ -249,6 +249,7 @@ class JWTConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     jwks_url: HttpUrl | None = None
     jwks_cache_ttl: Duration = 600.0
     jwks_min_refetch: Duration = 5.0
+    jwks_max_stale: Duration = 3600.0  # SPEC 13.8: cached keys outlive a JWKS outage this long
     issuer: str | None = None
     audience: str | None = None
     leeway: Duration = 30.0
@@ -377,6 +378,7 @@ class RouteConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     query_token: bool = False
     websocket: bool = False
     ws_rate_limit: WsRateLimit | None = None
+    ws_idle_timeout: PositiveDuration = 3600.0  # SPEC 13.8: a silent tunnel is closed with 1001
     async_: bool = msgspec.field(default=False, name="async")
     llm: Literal["openai"] | None = None
     body_limit: Size | None = None

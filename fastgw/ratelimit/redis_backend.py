@@ -1,4 +1,4 @@
-"""Buckets and quota counters in Redis, so every gateway process enforces one shared limit.
+"""Buckets, quota counters and seen-markers in Redis, so every gateway process shares one state.
 
 Each check is one EVALSHA of a Lua script (loaded once; loaded again and retried once on
 NOSCRIPT, after a Redis restart or SCRIPT FLUSH), which Redis runs atomically: no other
@@ -152,6 +152,13 @@ return {1, used, reset_at, now}
 """
 )
 
+# KEYS[1]: a marker, ARGV[1]: its lifetime in ms. SET NX PX: {1} if it was not set (first use,
+# now set), {0} if it was. Used for webhook replay protection (SPEC 13.7).
+SEEN_LUA = """
+if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return {1} end
+return {0}
+"""
+
 _ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 
@@ -165,8 +172,8 @@ def describe_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
-_BUCKETS, _QUOTA = 0, 1
-_SCRIPTS = (BUCKETS_LUA, QUOTA_LUA)
+_BUCKETS, _QUOTA, _SEEN = 0, 1, 2
+_SCRIPTS = (BUCKETS_LUA, QUOTA_LUA, SEEN_LUA)
 _SHAS = tuple(hashlib.sha1(script.encode()).hexdigest() for script in _SCRIPTS)
 
 # (script, keys, args)
@@ -240,6 +247,14 @@ class RedisBackend:
     async def take_quota(self, key: str, requests: int, per: str) -> list[int] | None:
         """The quota script's reply [allowed, count, period end, now], or None on failure."""
         return await self._call((_QUOTA, [key], (requests, per)))
+
+    async def first_use(self, key: str, ttl_ms: int) -> bool | None:
+        """Mark ``key`` used for ``ttl_ms`` (>= 1): True if it was not marked yet, False if it
+        was, None when Redis failed or the circuit is open (the caller decides locally)."""
+        if self._open:
+            return None
+        reply = await self._call((_SEEN, [key], (max(1, ttl_ms),)))
+        return None if reply is None else bool(reply[0])
 
     async def _call(self, call: _Call) -> list[int] | None:
         """Send ``call`` now if the connection is idle, else queue it for the next batch.

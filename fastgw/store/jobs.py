@@ -11,6 +11,10 @@ Why the shape:
   ``finish``), and the caller learns from the return value whether anything changed.
 - Timestamps are ISO 8601 UTC text, like the rest of the store: they sort as text and read well
   in ``sqlite3``.
+- The owner is ``<kind>|<user id>`` (``owner_key``), '' for an anonymous caller. Rows written
+  before owners carried their credential kind hold a bare user id; identity values never
+  contain ``|`` (SPEC 4), so the two forms cannot be confused and the old rows stay readable,
+  by that user id whatever the kind (``JobRecord.owned_by``), without a schema change.
 """
 
 from __future__ import annotations
@@ -38,13 +42,26 @@ _COLUMNS = (
 )
 _UNFINISHED = f"status IN ('{QUEUED}', '{RUNNING}')"
 
+OWNER_SEPARATOR = "|"
+
+
+def owner_key(kind: str, user_id: str) -> str:
+    """The stored owner of a job created by ``user_id`` with a credential of ``kind``.
+
+    ValueError when either part is empty or contains ``|``, which the gateway's identities
+    never do.
+    """
+    if not kind or not user_id or OWNER_SEPARATOR in kind or OWNER_SEPARATOR in user_id:
+        raise ValueError("an owner is a non-empty kind and user id without '|'")
+    return f"{kind}{OWNER_SEPARATOR}{user_id}"
+
 
 @dataclass(frozen=True, slots=True)
 class JobRecord:
     """One job as stored; ``response_*`` are None until a response was kept."""
 
     request_id: str
-    owner: str  # the creator's user id, '' for an anonymous caller
+    owner: str  # owner_key(kind, user id) of the creator ('' anonymous; a bare user id if older)
     route: str
     status: str  # queued | running | succeeded | failed
     progress: int | None
@@ -58,6 +75,16 @@ class JobRecord:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+    def owned_by(self, owner: str, user_id: str) -> bool:
+        """Whether the caller with owner key ``owner`` (``owner_key``) and ``user_id`` made it.
+
+        False for an anonymous job (owner ''), which has no owner to match. A row from before
+        owners carried a kind (a bare user id) matches that user id, whatever the kind.
+        """
+        if OWNER_SEPARATOR in self.owner:
+            return self.owner == owner
+        return bool(self.owner) and self.owner == user_id
 
 
 def _headers(raw: str | None) -> list[tuple[str, str]] | None:

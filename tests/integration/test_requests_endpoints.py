@@ -91,10 +91,12 @@ def test_status_and_result_are_the_creators_alone(
     # Anyone but the creator gets the same 404 as for an id that does not exist (even an admin).
     missing = get(gw, "/requests/no-such-job/status", AS_ALICE)
     assert missing[0] == 404 and missing[1]["error"]["code"] == "NOT_FOUND"
-    for headers in (AS_BOB, {}):
-        for what in ("status", "result"):
-            status, doc = get(gw, f"/requests/job-text/{what}", headers)
-            assert status == 404 and doc["error"]["message"] == missing[1]["error"]["message"]
+    for what in ("status", "result"):
+        status, doc = get(gw, f"/requests/job-text/{what}", AS_BOB)
+        assert status == 404 and doc["error"]["message"] == missing[1]["error"]["message"]
+        # Without any credential: 401, as for an id that does not exist.
+        status, doc = get(gw, f"/requests/job-text/{what}")
+        assert status == 401 and doc["error"]["code"] == "UNAUTHORIZED"
     assert get(gw, "/requests/job-text/status", {"Authorization": "Bearer wrong"})[0] == 401
 
     status, doc = get(gw, "/requests/job-text/result", AS_ALICE)
