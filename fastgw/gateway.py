@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .access_log import AccessLog
-from .auth.factory import build_authenticator
+from .auth.factory import build_authenticator, take_auth_state
 from .body_rewrite import transform_headers
 from .builtin import BuiltinEndpoints
 from .builtin.registry import BUILTIN_MODULES
@@ -53,7 +53,8 @@ class Gateway:
 
     ``previous`` is the gateway this one replaces on a reload: state that outlives a config
     (the open store, rate-limit buckets when the limits did not change, warm upstream
-    connections) is carried over instead of being rebuilt empty.
+    connections, JWKS key sets and verdict caches whose config is unchanged, the circuit state of
+    unchanged upstreams) is carried over instead of being rebuilt empty.
     """
 
     def __init__(
@@ -121,6 +122,8 @@ class Gateway:
         )
         if previous is not None:
             self._take_connections_from(previous)
+            self._take_circuits_from(previous)
+            take_auth_state(self.auth, previous.auth)
 
     def _compile_route(self, rc: RouteConfig) -> Route:
         upstream = self.upstreams.get(rc.upstream) if rc.upstream else None
@@ -161,6 +164,18 @@ class Gateway:
         same target address is configured (and has room), else they are closed."""
         for name, upstream in old.upstreams.items():
             upstream.retire(self.upstreams.get(name))
+
+    def _take_circuits_from(self, old: Gateway) -> None:
+        """Reload: an upstream whose config is unchanged keeps each target's passive health, so
+        an ejected target stays ejected until its cooldown ends (a reload must not send traffic
+        back to a dead target). A changed upstream starts with every target healthy."""
+        for name, upstream in self.upstreams.items():
+            before = old.upstreams.get(name)
+            if before is None or old.config.upstreams.get(name) != self.config.upstreams[name]:
+                continue
+            for target, previous in zip(upstream.targets, before.targets, strict=True):
+                target.failures = previous.failures
+                target.ejected_until = previous.ejected_until
 
     def close(self, successor: Gateway | None = None) -> None:
         """Release what this gateway owns and its successor did not take over."""

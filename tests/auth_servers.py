@@ -109,13 +109,26 @@ class _Server:
 
 
 class JwksServer(_Server):
-    """Serves ``{"keys": [...]}`` at any path; ``status`` other than 200 simulates an outage."""
+    """Serves ``{"keys": [...]}`` at any path; ``status`` other than 200 simulates an outage.
+
+    ``body`` (when set) is served with status 200 instead of the document (e.g. broken JSON);
+    ``delay`` seconds pass before any answer (an IdP that hangs). ``stop()`` may be called
+    twice, so a test can take the IdP down for good (connections refused) mid-way.
+    """
 
     def __init__(self, keys: list[dict[str, Any]] | None = None) -> None:
         self.keys: list[dict[str, Any]] = list(keys or [])
         self.fetches = 0
         self.status = 200
+        self.body: bytes | None = None
+        self.delay = 0.0
+        self.stopped = False
         super().__init__()
+
+    def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            super().stop()
 
     @property
     def url(self) -> str:
@@ -124,8 +137,14 @@ class JwksServer(_Server):
     def answer(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
         with self.lock:
             self.fetches += 1
-            if self.status != 200:
-                return self.status, b'{"error":"down"}'
+            delay, status, body = self.delay, self.status, self.body
+        if delay:
+            time.sleep(delay)
+        if status != 200:
+            return status, b'{"error":"down"}'
+        if body is not None:
+            return 200, body
+        with self.lock:
             return 200, json.dumps({"keys": self.keys}).encode()
 
 

@@ -11,6 +11,10 @@ every ``CHECK_INTERVAL`` seconds, on the request path and shared by concurrent r
 background task, so an idle worker cannot be stale either); when it changed, the whole lookup
 cache is dropped. A request is therefore served from a stale cache only within
 ``CHECK_INTERVAL`` of a revocation.
+
+A reload on the same store and prefix keeps the cache together with the revocation counter it
+was checked against and the time of that check (``take_over``), so the rule above still holds
+across it.
 """
 
 from __future__ import annotations
@@ -156,6 +160,20 @@ class ApiTokenVerifier:
         self._check: asyncio.Future[None] | None = None
         self._generation = 0  # bumped whenever the cache is dropped
         self._touched: dict[str, float] = {}
+
+    def take_over(self, previous: ApiTokenVerifier) -> None:
+        """Reload: copy ``previous``'s lookups when it reads the same store with the same prefix.
+
+        The copy carries the revision it was validated against and when, so the next revocation
+        check comes when it would have anyway; lookups still running on ``previous`` fill only
+        its own cache (never this one, whose drops they could not see).
+        """
+        if previous.store is not self.store or previous.prefix != self.prefix:
+            return
+        self._cache = OrderedDict(previous._cache)
+        self._revision = previous._revision
+        self._checked_at = previous._checked_at
+        self._touched = dict(previous._touched)
 
     async def verify(self, token: str) -> Principal:
         if not TOKEN_BODY.fullmatch(token[len(self.prefix) :]):

@@ -14,12 +14,13 @@ decided here by construction, before PyJWT sees the token:
 PyJWT accepts ``exp`` as a numeric string and does not require it by default, so ``exp`` is
 required and the time claims are type-checked here too. Verified tokens are cached briefly
 (bounded, never past their ``exp``): a client repeats its token on every request, and the
-signature check is the most expensive step of a proxied request.
+signature check is the most expensive step of a proxied request. A JWKS-verified verdict is also
+bound to the key set that verified it (``jwks.py``): it is dropped when that set is replaced and
+never outlives the set's validity, so a withdrawn key stops working within ``jwks_cache_ttl``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -33,17 +34,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey, EllipticCurvePublicKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.exceptions import InvalidJTIError, InvalidSubjectError
 from jwt.types import Options
 
 from ..config import ClaimsMap, JWTConfig
-from ..errors import LocalReply
 from ..metrics import Metrics
-from . import http
 from .authenticator import AuthFailure, fingerprint
+from .jwks import JwkKey, JwksCache, KeySet, parse_jwks, parse_key_set
 from .principal import Principal
 
 log = logging.getLogger("fastgw.auth")
@@ -52,136 +49,12 @@ log = logging.getLogger("fastgw.auth")
 warnings.filterwarnings("ignore", category=jwt.InsecureKeyLengthWarning)
 
 ASYMMETRIC: frozenset[str] = frozenset(f"{f}{b}" for f in ("RS", "PS", "ES") for b in (256, 384, 512))
-_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 MAX_TOKEN_BYTES = 16 * 1024
 MAX_KID_LENGTH = 256
-MAX_JWKS_KEYS = 100
 _LATEST_TIME = 253402300799  # 9999-12-31T23:59:59Z: anything later is not a real date
-JWKS_CONNECT_TIMEOUT = 2.0
-JWKS_REQUEST_TIMEOUT = 4.0
 CACHE_SECONDS = 30.0
 CACHE_ENTRIES = 10_000
 FASTGW_ISSUER = "fastgw"  # the issuer of tokens minted by POST /api/v1/auth/login
-
-
-@dataclass(frozen=True, slots=True)
-class JwkKey:
-    """One usable public key from a JWKS document."""
-
-    kid: str | None
-    alg: str | None  # the JWK's own "alg", when it names one
-    kty: str  # "RSA" or "EC"
-    curve: str | None
-    key: RSAPublicKey | EllipticCurvePublicKey
-
-    def fits(self, alg: str) -> bool:
-        """Whether this key may verify an ``alg`` token: the key type follows the algorithm family."""
-        if self.alg is not None and self.alg != alg:
-            return False
-        if alg.startswith(("RS", "PS")):
-            return self.kty == "RSA"
-        return alg.startswith("ES") and self.kty == "EC" and self.curve == _CURVES.get(alg)
-
-
-def parse_jwks(body: bytes) -> list[JwkKey]:
-    """The RSA and EC signing keys of a JWKS document; ValueError if it has none or is not one."""
-    try:
-        document = json.loads(body)
-    except (ValueError, RecursionError):
-        raise ValueError("not JSON") from None
-    entries = document.get("keys") if isinstance(document, dict) else None
-    if not isinstance(entries, list):
-        raise ValueError("no 'keys' list")
-    keys: list[JwkKey] = []
-    for entry in entries[:MAX_JWKS_KEYS]:
-        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
-            continue
-        kid, alg, kty = entry.get("kid"), entry.get("alg"), entry.get("kty")
-        if (kid is not None and not isinstance(kid, str)) or (alg is not None and not isinstance(alg, str)):
-            continue
-        try:
-            if kty == "RSA":
-                rsa_key = RSAAlgorithm.from_jwk(entry)
-                if isinstance(rsa_key, RSAPrivateKey):
-                    rsa_key = rsa_key.public_key()  # a JWKS should hold public keys; use only that half
-                keys.append(JwkKey(kid, alg, "RSA", None, rsa_key))
-            elif kty == "EC":
-                ec_key = ECAlgorithm.from_jwk(entry)
-                if isinstance(ec_key, EllipticCurvePrivateKey):
-                    ec_key = ec_key.public_key()
-                keys.append(JwkKey(kid, alg, "EC", ec_key.curve.name, ec_key))
-            # "oct" (symmetric) keys are ignored: HS tokens are only ever checked with `secret`.
-        except (jwt.PyJWTError, ValueError, TypeError, KeyError):
-            continue
-    if not keys:
-        raise ValueError("no usable RSA or EC signing key")
-    return keys
-
-
-class JwksCache:
-    """The keys of one JWKS URL, fetched asynchronously and refreshed at a bounded rate.
-
-    - Keys are refetched once older than ``ttl``; a ``kid`` not in the set triggers a refetch, but
-      at most one per ``min_refetch`` seconds, and concurrent callers share one fetch. A storm of
-      tokens with random ``kid`` values therefore costs the IdP at most one request per
-      ``min_refetch``.
-    - A failed fetch keeps the last good keys (unlike PyJWKClient, which drops them). Only when
-      no key was ever obtained are tokens answered 503: the fault is not the caller's.
-    """
-
-    def __init__(self, url: str, ttl: float, min_refetch: float, metrics: Metrics) -> None:
-        self.url = url
-        self.ttl = ttl
-        self.min_refetch = min_refetch
-        self.metrics = metrics
-        self.keys: list[JwkKey] = []
-        self.fetched_at: float | None = None  # monotonic time of the last good fetch
-        self.attempted_at = -math.inf  # monotonic time of the last fetch attempt
-        self.fetches = 0
-        self._inflight: asyncio.Future[None] | None = None
-
-    def _refetch_allowed(self) -> bool:
-        return time.monotonic() - self.attempted_at >= self.min_refetch
-
-    async def candidates(self, kid: str | None, alg: str) -> list[JwkKey]:
-        """Keys that may verify a token with this ``kid`` and ``alg`` (AuthFailure if none)."""
-        if self.fetched_at is None or time.monotonic() - self.fetched_at >= self.ttl:
-            if self._inflight is not None or self._refetch_allowed():
-                await self._refresh()
-        found = self._match(kid, alg)
-        if not found and kid is not None and (self._inflight is not None or self._refetch_allowed()):
-            await self._refresh()
-            found = self._match(kid, alg)
-        if self.fetched_at is None:
-            self.metrics.auth_failures.labels("jwks_unavailable").inc()
-            raise LocalReply("SERVICE_UNAVAILABLE", "Token verification keys are unavailable")
-        if not found:
-            raise AuthFailure("unknown_kid")
-        return found
-
-    def _match(self, kid: str | None, alg: str) -> list[JwkKey]:
-        return [k for k in self.keys if (kid is None or k.kid == kid) and k.fits(alg)]
-
-    async def _refresh(self) -> None:
-        if self._inflight is None:
-            self._inflight = asyncio.ensure_future(self._fetch())
-        await asyncio.shield(self._inflight)
-
-    async def _fetch(self) -> None:
-        self.attempted_at = time.monotonic()
-        self.fetches += 1
-        try:
-            status, body = await http.get(self.url, {}, JWKS_CONNECT_TIMEOUT, JWKS_REQUEST_TIMEOUT)
-            if status != 200:
-                raise ValueError(f"status {status}")
-            self.keys = parse_jwks(body)
-            self.fetched_at = time.monotonic()
-        except (http.FetchError, ValueError) as exc:
-            log.warning(
-                "JWKS fetch from %s failed (%s); keeping %d known keys", self.url, exc, len(self.keys)
-            )
-        finally:
-            self._inflight = None
 
 
 def _segment_json(segment: str) -> Any:
@@ -261,6 +134,10 @@ class JwtDecoder:
 
     async def decode(self, token: str) -> dict[str, Any]:
         """The verified claims, or AuthFailure (LocalReply 503 when the keys cannot be fetched)."""
+        return (await self.decode_with_key_set(token))[0]
+
+    async def decode_with_key_set(self, token: str) -> tuple[dict[str, Any], KeySet | None]:
+        """``decode``, plus the JWKS key set that verified the token (None for HS tokens)."""
         if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
             raise AuthFailure("malformed")
         try:
@@ -275,6 +152,7 @@ class JwtDecoder:
         _check_payload(token)
         issuers = self.issuers
         keys: list[Any]
+        key_set: KeySet | None = None
         if alg.startswith("HS"):
             if self.secret is None:
                 raise AuthFailure("bad_algorithm")
@@ -286,8 +164,9 @@ class JwtDecoder:
                 raise AuthFailure("unknown_kid")
             if self.jwks is None:
                 raise AuthFailure("bad_algorithm")
-            keys = [k.key for k in await self.jwks.candidates(kid, alg)]
-        return self._verify(token, alg, keys, issuers)
+            key_set, found = await self.jwks.lookup(kid, alg)
+            keys = [k.key for k in found]
+        return self._verify(token, alg, keys, issuers), key_set
 
     def _verify(
         self, token: str, alg: str, keys: list[Any], issuers: tuple[str, ...] | None
@@ -377,21 +256,39 @@ def principal_from_claims(claims: dict[str, Any], mapping: ClaimsMap, source: st
     )
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class _Verdict:
+    expires: float  # monotonic
+    principal: Principal
+    key_set: KeySet | None  # the JWKS key set that verified the token; None for HS tokens
+
+
 class JwtVerifier:
-    """``auth.jwt``: platform JWTs, including the ones minted by ``POST /api/v1/auth/login``."""
+    """``auth.jwt``: platform JWTs, including the ones minted by ``POST /api/v1/auth/login``.
+
+    Verdicts are cached for at most ``CACHE_SECONDS``, never past the token's ``exp`` (plus
+    leeway), and for JWKS tokens never past ``JwksCache.valid_until`` of the key set that
+    verified them nor once that set has been replaced by a fetch.
+    """
 
     def __init__(self, config: JWTConfig, metrics: Metrics) -> None:
         self.config = config
-        jwks = None
+        self.jwks: JwksCache | None = None
         if config.jwks_url:
-            jwks = JwksCache(config.jwks_url, config.jwks_cache_ttl, config.jwks_min_refetch, metrics)
+            self.jwks = JwksCache(
+                config.jwks_url,
+                config.jwks_cache_ttl,
+                config.jwks_min_refetch,
+                metrics,
+                max_stale=config.jwks_max_stale,
+            )
         issuers = (config.issuer,) if config.issuer else None
         if config.secret and len(config.secret.encode()) < 32:
             log.warning("auth.jwt.secret is shorter than 32 bytes; use a longer random secret")
         self.decoder = JwtDecoder(
             algorithms=config.algorithms,
             secret=config.secret,
-            jwks=jwks,
+            jwks=self.jwks,
             issuers=issuers,
             # Whoever holds the secret can sign any issuer, so accepting our own login tokens'
             # issuer for HS tokens adds no power; it lets minted tokens work with `issuer` set.
@@ -399,21 +296,49 @@ class JwtVerifier:
             audience=config.audience,
             leeway=config.leeway,
         )
-        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._cache: OrderedDict[str, _Verdict] = OrderedDict()
+
+    def take_over(self, previous: JwtVerifier) -> None:
+        """Reload: keep the JWKS key set when ``jwks_url`` is unchanged, and the verdicts when
+        the whole ``auth.jwt`` config is (any other change may change what a token proves)."""
+        if self.jwks is not None and previous.jwks is not None:
+            self.jwks.take_over(previous.jwks)
+        if previous.config == self.config:
+            self._cache = OrderedDict(previous._cache)
 
     async def verify(self, token: str) -> Principal:
-        now = time.monotonic()
         hit = self._cache.get(token)
         if hit is not None:
-            if hit[0] > now:
+            if hit.expires > time.monotonic() and (
+                hit.key_set is None or (self.jwks is not None and hit.key_set is self.jwks.key_set)
+            ):
                 self._cache.move_to_end(token)
-                return hit[1]
+                return hit.principal
             del self._cache[token]
-        claims = await self.decoder.decode(token)
+        claims, key_set = await self.decoder.decode_with_key_set(token)
         principal = principal_from_claims(claims, self.config.claims, "jwt", token)
-        lifetime = min(CACHE_SECONDS, float(claims["exp"]) + self.config.leeway - time.time())
-        if lifetime > 0:
-            self._cache[token] = (now + lifetime, principal)
+        now = time.monotonic()
+        expires = now + min(CACHE_SECONDS, float(claims["exp"]) + self.config.leeway - time.time())
+        if key_set is not None and self.jwks is not None:
+            expires = min(expires, self.jwks.valid_until(key_set))
+        if expires > now:
+            self._cache[token] = _Verdict(expires, principal, key_set)
             if len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
         return principal
+
+
+__all__ = [
+    "ASYMMETRIC",
+    "FASTGW_ISSUER",
+    "JwkKey",
+    "JwksCache",
+    "JwtDecoder",
+    "JwtVerifier",
+    "KeySet",
+    "claim",
+    "parse_jwks",
+    "parse_key_set",
+    "principal_from_claims",
+    "scopes_claim",
+]

@@ -59,6 +59,16 @@ class SessionVerifier:
         self._failures = 0
         self._open_until = 0.0
 
+    def take_over(self, previous: SessionVerifier) -> None:
+        """Reload: copy ``previous``'s cached answers and breaker state when its config is the
+        same (another verify_url or field mapping could answer differently, so then nothing).
+        Lookups still running on ``previous`` finish there."""
+        if previous.config != self.config:
+            return
+        self._cache = OrderedDict(previous._cache)
+        self._failures = previous._failures
+        self._open_until = previous._open_until
+
     async def verify(self, cookie_value: str) -> Principal:
         if len(cookie_value) > MAX_COOKIE or not COOKIE_VALUE.fullmatch(cookie_value):
             raise AuthFailure("invalid_session", "Invalid or expired session")
