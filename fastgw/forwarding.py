@@ -32,24 +32,80 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# Set by the gateway itself, or able to change how a backend routes or authorises a request.
-_REPLACED_OR_DANGEROUS = frozenset(
+# Headers a backend may take as the truth about who called and how (client address, scheme,
+# port, path prefix, client certificate): a client never sets them. The gateway sends its own
+# X-Forwarded-For/-Proto/-Host/-Port and Forwarded; the others reach no upstream at all.
+FORWARDING_HEADERS = frozenset(
     {
-        "host",
-        "content-length",
-        "expect",
+        "forwarded",
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
-        "x-request-id",
-        "http2-settings",
-        "x-http-method-override",
-        "x-http-method",
-        "x-method-override",
-        "x-original-url",
-        "x-rewrite-url",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-forwarded-scheme",
+        "x-forwarded-ssl",
+        "x-original-forwarded-for",
+        "x-real-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+        "x-client-cert",
+        "x-forwarded-client-cert",
+        "x-ssl-client-cert",
+        "ssl-client-cert",
+        "front-end-https",
+        "x-url-scheme",
     }
 )
+
+# Set by the gateway itself, or able to change how a backend routes or authorises a request.
+_REPLACED_OR_DANGEROUS = (
+    frozenset(
+        {
+            "host",
+            "content-length",
+            "expect",
+            "x-request-id",
+            "http2-settings",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-original-url",
+            "x-rewrite-url",
+        }
+    )
+    | FORWARDING_HEADERS
+)
+
+
+_TOKEN_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _forwarded_value(value: str) -> str:
+    """A ``Forwarded`` parameter value: a token as is, anything else quoted (RFC 7239 4)."""
+    if _TOKEN_RE.fullmatch(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def forwarded_element(peer_ip: str, host: str, proto: str) -> str:
+    """The ``Forwarded`` element describing the hop from ``peer_ip`` to this gateway.
+
+    IPv6 addresses are bracketed and quoted (``for="[2001:db8::1]"``); a host with a port is
+    quoted because ':' is not a token character.
+    """
+    node = f"[{peer_ip}]" if ":" in peer_ip else peer_ip
+    parts = [f"for={_forwarded_value(node)}"]
+    if host:
+        parts.append(f"host={_forwarded_value(host)}")
+    parts.append(f"proto={_forwarded_value(proto)}")
+    return ";".join(parts)
+
 
 # Names a lenient backend might fold onto a framing header ("Transfer---Encoding"): never forwarded.
 _FRAMING_LOOKALIKES = frozenset({"transferencoding", "contentlength"})
@@ -130,6 +186,8 @@ def upstream_request_head(
     forwarded_for: str,
     forwarded_proto: str,
     forwarded_host: str,
+    forwarded_port: str,
+    forwarded: str,
     request_id: str,
     extra: Iterable[tuple[str, str]],
     framing: str,
@@ -157,7 +215,8 @@ def upstream_request_head(
         lines.append(f"{name}: {value}\r\n")
     lines.append(
         f"X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {forwarded_proto}\r\n"
-        f"X-Forwarded-Host: {forwarded_host}\r\nX-Request-Id: {request_id}\r\n"
+        f"X-Forwarded-Host: {forwarded_host}\r\nX-Forwarded-Port: {forwarded_port}\r\n"
+        f"Forwarded: {forwarded}\r\nX-Request-Id: {request_id}\r\n"
     )
     for name, value in extra:
         lines.append(f"{name}: {value}\r\n")

@@ -21,7 +21,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from .errors import LocalReply
-from .forwarding import client_response_headers, is_trusted, upstream_request_head
+from .forwarding import client_response_headers, forwarded_element, is_trusted, upstream_request_head
 from .speedups import LAST_CHUNK, encode_chunk
 from .upstream.client import UpstreamConnection
 from .upstream.pool import ConnectFailed, PoolExhausted, Target, Upstream
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fastgw")
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-_GATEWAY_PREFIXES = ("x-gateway-",)
+_GATEWAY_PREFIXES = ("x-gateway-", "x-forwarded-")  # x-forwarded-*: only the gateway says
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -163,14 +163,21 @@ class UpstreamCall:
         host = headers.get("Host", "")
         context = ex.context
         proto = context.protocol
-        forwarded_for = context.remote_ip
-        if is_trusted(context.remote_ip, ex.gw.trusted_proxies):
+        peer = context.remote_ip
+        forwarded_for = peer
+        port = str(context.local_port)
+        forwarded = forwarded_element(peer, host, proto)
+        if is_trusted(peer, ex.gw.trusted_proxies):
             # Only a proxy we trust may tell us who its client was and how it connected.
             xff = headers.get("X-Forwarded-For")
             if xff:
-                forwarded_for = f"{xff}, {context.remote_ip}"
+                forwarded_for = f"{xff}, {peer}"
+            earlier = headers.get("Forwarded")
+            if earlier:
+                forwarded = f"{earlier}, {forwarded}"
             proto = headers.get("X-Forwarded-Proto", proto)
             host = headers.get("X-Forwarded-Host", host)
+            port = headers.get("X-Forwarded-Port", port)
         extra = list(self.upstream.extra_headers)
         if ex.websocket:
             extra += (("Upgrade", "websocket"), ("Connection", "Upgrade"))
@@ -194,6 +201,8 @@ class UpstreamCall:
             forwarded_for=forwarded_for,
             forwarded_proto=proto,
             forwarded_host=host,
+            forwarded_port=port,
+            forwarded=forwarded,
             request_id=ex.request_id,
             extra=extra,
             framing=self._framing(body),

@@ -65,8 +65,9 @@ _HEAD, _HEAD_PHASE, _BODY, _WAIT, _TUNNEL, _LINGER, _CLOSED = range(7)
 class ClientConnection(asyncio.Protocol):
     """A client connection; also the response writer its current delegate talks to."""
 
-    def __init__(self, hub: ConnectionHub) -> None:
+    def __init__(self, hub: ConnectionHub, local_port: int = 0) -> None:
         self.hub = hub
+        self.local_port = local_port
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.context = ClientContext("-", hub.scheme)
@@ -108,7 +109,7 @@ class ClientConnection(asyncio.Protocol):
         if hub.require_client_cert:
             sslobj: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
             cert_user = subject_cn(sslobj.getpeercert() if sslobj is not None else None)
-        self.context = ClientContext(remote_ip, hub.scheme, cert_user)
+        self.context = ClientContext(remote_ip, hub.scheme, cert_user, self.local_port)
         if len(hub.connections) >= hub.limits.max_connections or hub.draining:
             self.state = _CLOSED
             self.transport.write(closing_error(503, "SERVICE_UNAVAILABLE", "Too many connections"))

@@ -31,12 +31,15 @@ def reason_phrase(status: int) -> bytes:
 class ClientContext:
     """Per-connection facts known before any request is parsed."""
 
-    __slots__ = ("remote_ip", "protocol", "cert_user")
+    __slots__ = ("remote_ip", "protocol", "cert_user", "local_port")
 
-    def __init__(self, remote_ip: str, protocol: str, cert_user: str | None = None) -> None:
+    def __init__(
+        self, remote_ip: str, protocol: str, cert_user: str | None = None, local_port: int = 0
+    ) -> None:
         self.remote_ip = remote_ip
         self.protocol = protocol
         self.cert_user = cert_user  # subject CN of a verified TLS client certificate
+        self.local_port = local_port  # the listening port the client connected to (0: unknown)
 
 
 class RequestDelegate(Protocol):

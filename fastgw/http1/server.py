@@ -53,8 +53,10 @@ class ConnectionHub:
 
         loop = asyncio.get_running_loop()
         for sock in sockets:
+            name = sock.getsockname()
+            port = name[1] if isinstance(name, tuple) else 0
             server = await loop.create_server(
-                lambda: ClientConnection(self),
+                lambda port=port: ClientConnection(self, port),
                 sock=sock,
                 backlog=self.limits.backlog,
                 ssl=self.ssl_context,
