@@ -91,10 +91,27 @@ def _tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-def bind(listen: str, backlog: int = 4096) -> list[socket.socket]:
-    """Bind before forking: workers share these sockets (and the kernel's accept queue)."""
+def bind(listen: str, backlog: int = 4096, copies: int = 1) -> list[list[socket.socket]]:
+    """Bind before forking: one set of listening sockets per worker.
+
+    With several workers every set is bound with ``SO_REUSEPORT`` to the same address, so each
+    worker has its own accept queue and the kernel spreads new connections over them (one
+    shared queue lets whichever worker wakes first take a whole burst). Port 0 picks one free
+    port for all of them.
+    """
     host, port = parse_listen(listen)
-    return bind_sockets(port, host or None, backlog=backlog, reuse_port=False)
+    reuse = copies > 1
+    first = bind_sockets(port, host or None, backlog=backlog, reuse_port=reuse)
+    sets = [first]
+    port = first[0].getsockname()[1]
+    try:
+        for _ in range(copies - 1):
+            sets.append(bind_sockets(port, host or None, backlog=backlog, reuse_port=True))
+    except OSError:
+        for sock in (s for group in sets for s in group):
+            sock.close()
+        raise
+    return sets
 
 
 class Lifecycle:
@@ -228,15 +245,15 @@ def run(config: Config, config_path: str | None = None, on_ready: Callable[[], N
     # A reload signal that arrives before the event loop installs its handler must not kill
     # the process (SIGHUP's default action).
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    workers = config.server.workers or os.cpu_count() or 1
     try:
-        sockets = bind(config.server.listen, config.server.backlog)
+        socket_sets = bind(config.server.listen, config.server.backlog, workers)
     except OSError as exc:
         print(f"fastgw: cannot listen on {config.server.listen}: {exc.strerror or exc}", file=sys.stderr)
         return 1
-    workers = config.server.workers or os.cpu_count() or 1
     if workers > 1:
-        return _run_workers(config, config_path, sockets, workers)
-    return _run_loop(serve_forever(config, sockets, config_path=config_path, on_ready=on_ready))
+        return _run_workers(config, config_path, socket_sets)
+    return _run_loop(serve_forever(config, socket_sets[0], config_path=config_path, on_ready=on_ready))
 
 
 def _run_loop(main: Coroutine[Any, Any, int]) -> int:
@@ -246,27 +263,31 @@ def _run_loop(main: Coroutine[Any, Any, int]) -> int:
         return runner.run(main)
 
 
-def _run_workers(config: Config, config_path: str | None, sockets: list[socket.socket], workers: int) -> int:
-    """Fork workers sharing the listening sockets; the parent relays signals and serves /metrics.
+def _run_workers(config: Config, config_path: str | None, socket_sets: list[list[socket.socket]]) -> int:
+    """Fork one worker per socket set; the parent relays signals and serves /metrics.
 
     Metrics from all workers are aggregated by prometheus-client's multiprocess mode: each worker
     writes its samples to files in PROMETHEUS_MULTIPROC_DIR (set by the CLI before
     prometheus_client was imported), and the parent's /metrics reads them all.
     """
     children: set[int] = set()
-    for _ in range(workers):
+    everything = [sock for group in socket_sets for sock in group]
+    for own in socket_sets:
         pid = os.fork()
         if pid == 0:
             _die_with_parent()
+            for sock in everything:
+                if sock not in own:
+                    sock.close()  # another worker's queue: never accepted from here
             code = 1
             try:
-                code = _run_loop(serve_forever(config, sockets, config_path=config_path, serve_metrics=False))
+                code = _run_loop(serve_forever(config, own, config_path=config_path, serve_metrics=False))
             finally:
                 os._exit(code)
         children.add(pid)
-    for sock in sockets:
+    for sock in everything:
         sock.close()
-    log.info("started %d workers: %s", workers, ", ".join(str(pid) for pid in sorted(children)))
+    log.info("started %d workers: %s", len(socket_sets), ", ".join(str(pid) for pid in sorted(children)))
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if config.server.metrics_listen and metrics_dir:
         _serve_multiprocess_metrics(config.server.metrics_listen)

@@ -49,6 +49,9 @@ class UpstreamServer:
     host: str = "127.0.0.1"
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
+    # Every request head as soon as it arrives, before its body: a forwarded head shows here
+    # even when its body never completes (``requests`` keeps only whole requests).
+    heads: list[bytes] = field(default_factory=list)
     connections: int = 0
 
     def __post_init__(self) -> None:
@@ -103,7 +106,7 @@ class UpstreamServer:
         self.connections += 1
         try:
             while True:
-                recorded = await _read_request(reader)
+                recorded = await _read_request(reader, self.heads)
                 if recorded is None:
                     break
                 self.requests.append(recorded)
@@ -169,9 +172,11 @@ class UpstreamServer:
             return False
         if path == "/chunked":
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
-            for part in (b"one,", b"two,", b"three"):
+            for n, part in enumerate((b"one,", b"two,", b"three")):
                 writer.write(b"%x\r\n%s\r\n" % (len(part), part))
                 await writer.drain()
+                if n == 0:  # the rest only once the client has shown it got the first chunk
+                    await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 10)
             writer.write(b"0\r\n\r\n")
             await writer.drain()
             return True
@@ -225,11 +230,14 @@ async def _chat_events(request: dict[str, object]) -> list[bytes]:
     return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
 
 
-async def _read_request(reader: asyncio.StreamReader) -> Recorded | None:
+async def _read_request(reader: asyncio.StreamReader, heads: list[bytes]) -> Recorded | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError:
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            heads.append(exc.partial)
         return None
+    heads.append(head)
     lines = head[:-4].decode("latin-1").split("\r\n")
     method, target, _version = lines[0].split(" ")
     headers = []

@@ -118,10 +118,25 @@ def parse_target(url: str) -> Target:
     )
 
 
+def without_credentials(url: str) -> str:
+    """``url`` fit for a message or a log line: any user, password and query are cut out.
+
+    ``postgresql://app:hunter2@db:5432/gw?sslpassword=x`` -> ``postgresql://***@db:5432/gw``.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "***" if "@" in url or "?" in url else url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hostport = authority.rpartition("@")
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}://{'***@' if at else ''}{hostport}{slash}{path}"
+
+
 def sqlite_path(url: str) -> str:
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
         raise ValueError(
-            f"unsupported store {url!r}: use sqlite:///relative.db or sqlite:////absolute/path.db"
+            f"unsupported store {without_credentials(url)!r}: "
+            "use sqlite:///relative.db or sqlite:////absolute/path.db"
         )
     return url[len(prefix) :]

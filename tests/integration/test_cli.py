@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, free_port
 
 
@@ -60,6 +62,17 @@ def test_run_refuses_an_invalid_config(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert b"routes[0].upstream: unknown upstream 'nope'" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_store_errors_never_show_credentials(tmp_path: Path, command: str) -> None:
+    cfg = tmp_path / "store.yaml"
+    cfg.write_text("store: 'mysql://gateway:hunter2-secret@db.internal:3306/gw?password=also-secret'\n")
+    result = fastgw(command, "-c", str(cfg))
+    assert result.returncode == 1
+    shown = result.stdout + result.stderr
+    assert b"store: unsupported store 'mysql://***@db.internal:3306/gw'" in shown
+    assert b"hunter2" not in shown and b"also-secret" not in shown and b"gateway:" not in shown
 
 
 def test_usage_errors_exit_2() -> None:

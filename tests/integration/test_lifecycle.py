@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import re
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -102,7 +104,20 @@ def test_workers_share_the_port_and_metrics(upstream: UpstreamServer, start_gate
             break
         time.sleep(0.1)
     assert total == 20
+    # Both workers served: each keeps its own pooled connections to the upstream.
+    assert len(_pids_connected_to(upstream.port)) == 2
     assert gw.stop() == 0
+
+
+def _pids_connected_to(port: int) -> set[int]:
+    """Process ids owning an established TCP connection to 127.0.0.1:``port`` (via ``ss -p``)."""
+    out = subprocess.run(
+        ["ss", "-tnpH", "state", "established", f"( dport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", out)}
 
 
 def test_a_taken_metrics_port_does_not_stop_the_gateway(upstream: UpstreamServer, start_gateway: Any) -> None:

@@ -181,10 +181,37 @@ def test_sse_first_event_arrives_before_last_is_sent(upstream: UpstreamServer, s
 
 
 def test_chunked_response_streams_through(upstream: UpstreamServer, start_gateway: Any) -> None:
+    """The first chunk reaches the client while the upstream still holds back the rest.
+
+    The upstream sends ``one,`` and then waits for ``release``, which is set only once the
+    client has read that chunk: a gateway that buffered the response would never deliver it.
+    """
     gw = start_gateway(base_config(upstream))
-    status, headers, body = gw.request("GET", "/chunked")
-    assert status == 200
-    assert body == b"one,two,three"
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"GET /chunked HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        received = b""
+        while b"one," not in received:
+            data = sock.recv(65536)
+            assert data, f"closed before the first chunk: {received!r}"
+            received += data
+        assert b"two," not in received
+        upstream.release.set()
+        received += read_until_closed(sock)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert body.startswith(b"4\r\none,\r\n") and body.endswith(b"\r\n0\r\n\r\n")
+    assert _dechunk(body) == b"one,two,three"
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = b""
+    while True:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return out
+        out, body = out + body[:size], body[size + 2 :]
 
 
 def test_errors_use_the_envelope(upstream: UpstreamServer, start_gateway: Any) -> None:
@@ -275,7 +302,6 @@ def test_access_log_lines(upstream: UpstreamServer, start_gateway: Any) -> None:
         b"GET http://evil.example/api/x HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /api/x#frag HTTP/1.1\r\nHost: x\r\n\r\n",
         b"GET /api/x HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
-        b"POST /api/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nZXX0\r\n\r\n",
     ],
 )
 def test_ambiguous_framing_is_refused(upstream: UpstreamServer, start_gateway: Any, raw: bytes) -> None:
@@ -286,7 +312,25 @@ def test_ambiguous_framing_is_refused(upstream: UpstreamServer, start_gateway: A
     assert response.startswith(b"HTTP/1.1 400")
     assert response.count(b"HTTP/1.1 ") == 1
     assert b'{"ok":false,"error":{"code":"VALIDATION_ERROR"' in response
-    assert upstream.requests == []
+    # Not a byte reached the upstream: not even a head whose body never completed.
+    assert upstream.heads == [] and upstream.requests == [] and upstream.connections == 0
+
+
+def test_bad_chunk_in_a_streamed_body_never_completes_upstream(
+    upstream: UpstreamServer, start_gateway: Any
+) -> None:
+    """A framing error inside the body is found while the request streams: the client gets
+    400, the upstream connection is cut, and the upstream never sees a complete request."""
+    gw = start_gateway(base_config(upstream))
+    raw = b"POST /api/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nZXX0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gw.port)) as sock:
+        sock.sendall(raw)
+        response = read_until_closed(sock)
+    assert response.startswith(b"HTTP/1.1 400")
+    assert response.count(b"HTTP/1.1 ") == 1
+    status, _, _ = gw.request("GET", "/api/after")  # the gateway goes on serving
+    assert status == 200
+    assert [r.target for r in upstream.requests] == ["/api/after"]
 
 
 def test_keep_alive_client_and_pooled_upstream(upstream: UpstreamServer, start_gateway: Any) -> None:
