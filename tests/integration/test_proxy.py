@@ -349,3 +349,35 @@ def test_keep_alive_client_and_pooled_upstream(upstream: UpstreamServer, start_g
     assert conn.getresponse().status == 200
     conn.close()
     assert upstream.connections == 1
+
+
+def test_identical_upstream_content_lengths_collapse(upstream: UpstreamServer, start_gateway: Any) -> None:
+    """Two identical ``Content-Length`` lines from the upstream are one length (RFC 9110 8.6)."""
+    gw = start_gateway(base_config(upstream))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"GET /strip/dup-length HTTP/1.1\r\nHost: t\r\n\r\n")
+        received = b""
+        while not received.endswith(b"hello"):
+            data = sock.recv(65536)
+            assert data, f"closed early: {received!r}"
+            received += data
+    head = received.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 200 ")
+    assert head.count(b"content-length: 5") == 1
+
+
+def test_a_reset_close_delimited_body_is_an_upstream_error(
+    upstream: UpstreamServer, start_gateway: Any
+) -> None:
+    """HARDENING E-06: a reset is not the end of a close-delimited body. The client's response
+    stays unterminated (no last chunk) and the upstream is charged with an error."""
+    gw = start_gateway(base_config(upstream))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"GET /strip/close-reset HTTP/1.1\r\nHost: t\r\n\r\n")
+        received = read_until_closed(sock)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"x" * 100 in body
+    assert not body.endswith(b"0\r\n\r\n")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{gw.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'fastgw_upstream_errors_total{reason="upstream_reset",upstream="svc"} 1.0' in text
