@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.upstream_server import UpstreamServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -181,3 +182,13 @@ def start_gateway(tmp_path: Path) -> Iterator[Any]:
     yield start
     for gw in started:
         gw.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free port, for this test alone."""
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()

@@ -7,6 +7,7 @@ server back on the same port, as after a crash without persistence.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -90,6 +91,7 @@ class RedisServer:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a test may have frozen it with SIGSTOP
             proc.terminate()
             try:
                 proc.wait(5)

@@ -5,13 +5,9 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.redis_server import REDIS_SERVER, RedisServer
+from tests.redis_server import RedisServer
 from tests.upstream_server import UpstreamServer
 
 FREE = "free-plan-token-0123456789"
@@ -117,15 +113,6 @@ def test_quota_refuses_the_request_after_the_plan_allowance(
 
 
 # --- shared through Redis ---------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.stop()
 
 
 def shared_config(upstream: UpstreamServer, redis_url: str) -> dict[str, Any]:

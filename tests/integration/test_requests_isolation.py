@@ -10,22 +10,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import time
 import uuid
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import jwt
 
 from fastgw.signing import sign, sign_progress, verify_progress
-from fastgw.store import Store
 from fastgw.store.jobs import JobStore
 from tests.conftest import GatewayProcess
+from tests.integration.test_requests_endpoints import jobs_in
 from tests.upstream_server import UpstreamServer
 
 T = TypeVar("T")
@@ -71,15 +69,6 @@ def config(upstream: UpstreamServer, tmp_path: Path) -> dict[str, Any]:
             {"path": "/mine/*", "upstream": "svc", "sign": True, "rewrite": "/requests"},
         ],
     }
-
-
-def jobs_in(tmp_path: Path, fn: Callable[[JobStore], Coroutine[Any, Any, T]]) -> T:
-    """Run ``fn`` against the gateway's store file, as another process would."""
-    store = Store(str(tmp_path / "gw.db"))
-    try:
-        return asyncio.run(fn(JobStore(store)))
-    finally:
-        store.close()
 
 
 def running_job(tmp_path: Path, owner: str = "alice") -> str:

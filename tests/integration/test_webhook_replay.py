@@ -10,14 +10,10 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
 from fastgw.webhook import SeenSignatures
-from tests.redis_server import REDIS_SERVER, RedisServer
+from tests.redis_server import RedisServer
 from tests.upstream_server import UpstreamServer
 
 SECRET = "whsec_replay_0123456789abcdef0123"
@@ -107,17 +103,6 @@ def test_the_seen_table_is_bounded_and_forgets_expired_entries() -> None:
 
 
 # --- shared through Redis ---------------------------------------------------------------
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    if server.proc is not None:
-        os.kill(server.proc.pid, signal.SIGCONT)
-    server.stop()
 
 
 def test_a_signature_accepted_on_one_instance_is_refused_on_another(
