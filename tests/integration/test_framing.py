@@ -137,3 +137,36 @@ def test_pipelined_keep_alive_requests_are_all_answered_in_order(gw: Any) -> Non
     raw += b"GET /last HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
     answers = responses(exchange(gw.port, raw))
     assert [json.loads(body)["target"] for _, _, body in answers] == [f"/n{n}" for n in range(5)] + ["/last"]
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_expect_100_continue_is_answered_and_not_forwarded(
+    upstream: UpstreamServer, start_gateway: Any, chunked: bool
+) -> None:
+    """A client that waits for ``100 Continue`` gets it once the request is accepted, then its
+    body goes upstream; ``Expect`` itself is hop-level and never forwarded."""
+    gw = start_gateway(_continue_config(upstream))
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: 5"
+    body = b"5\r\nhello\r\n0\r\n\r\n" if chunked else b"hello"
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        head = b"POST /api/upload HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n" + framing
+        sock.sendall(head + b"\r\n\r\n")
+        interim = b""
+        while b"\r\n\r\n" not in interim:
+            data = sock.recv(4096)
+            assert data, f"closed before 100 Continue: {interim!r}"
+            interim += data
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body + b"GET /api/next HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        rest = read_until_closed(sock)
+    assert rest.startswith(b"HTTP/1.1 200 ") and rest.count(b"HTTP/1.1 200 ") == 2
+    upload, after = upstream.requests
+    assert upload.body == b"hello" and upload.header("Expect") is None
+    assert after.target == "/api/next"
+
+
+def _continue_config(upstream: UpstreamServer) -> dict[str, Any]:
+    return {
+        "upstreams": {"svc": {"targets": [upstream.url]}},
+        "routes": [{"path": "/api/*", "upstream": "svc", "auth": "none"}],
+    }
