@@ -19,9 +19,10 @@ import jwt
 from ..auth.authenticator import AuthFailure, checked_principal
 from ..auth.jwt import ASYMMETRIC, FASTGW_ISSUER, JwksCache, JwtDecoder, claim, scopes_claim
 from ..auth.principal import Principal
-from ..config import ClaimsMap
+from ..config import ClaimsMap, RateLimitPolicy
 from ..errors import LocalReply, ok_body
-from ..speedups import BucketTable
+from ..http1.headers import Headers as RequestHeaders
+from ..ratelimit.local import Headers, Policy
 from . import BuiltinEndpoints, BuiltinRequest, BuiltinResponse
 
 if TYPE_CHECKING:
@@ -29,14 +30,12 @@ if TYPE_CHECKING:
 
 DEFAULT_RATE = (10.0, 60.0, 10.0)  # rate, per seconds, burst: 10 per minute per IP
 MAX_ID_TOKEN = 16 * 1024
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if value == int(value) else str(value)
+LOGIN_PATH = "/api/v1/auth/login"
+_NO_HEADERS = RequestHeaders()  # the login policy keys on the client IP alone
 
 
 class Login:
-    """The login endpoint of one config load (its buckets live as long as the config)."""
+    """The login endpoint of one config load (its local buckets live as long as the config)."""
 
     def __init__(self, gateway: Gateway) -> None:
         config = gateway.config
@@ -60,34 +59,30 @@ class Login:
             leeway=platform.leeway if platform is not None else 30.0,
             require=("exp", "iss", "aud", "sub"),
         )
-        policy = config.rate_limits.policies.get(oidc.rate_limit) if oidc.rate_limit else None
-        rate, per, burst = (policy.rate, policy.per, policy.burst) if policy else DEFAULT_RATE
-        self.policy_name = oidc.rate_limit or "login"
-        self.buckets = BucketTable(rate, per, burst)
-        self.policy_header = f"{_number(burst)};w={_number(per)}"
-        self.burst = _number(burst)
-
-    def _limit(self, client_ip: str) -> tuple[tuple[str, str], ...]:
-        allowed, remaining, retry_after, reset = self.buckets.take(client_ip, time.monotonic())
-        headers = (
-            ("RateLimit-Limit", self.burst),
-            ("RateLimit-Remaining", str(remaining)),
-            ("RateLimit-Reset", str(reset)),
-            ("RateLimit-Policy", self.policy_header),
+        configured = config.rate_limits.policies.get(oidc.rate_limit) if oidc.rate_limit else None
+        rate, per, burst = (configured.rate, configured.per, configured.burst) if configured else DEFAULT_RATE
+        # Per client IP, through the gateway's limiter: in Redis when `redis` is set, so every
+        # instance shares one login allowance per address. Its own buckets, never a route's.
+        policy = Policy(
+            oidc.rate_limit or "login",
+            RateLimitPolicy(rate=rate, per=per, burst_=burst, key="ip"),
+            gateway.metrics,
+            100_000,
         )
-        if not allowed:
-            self.metrics.ratelimited.labels(self.policy_name).inc()
-            raise LocalReply(
-                "RATE_LIMITED",
-                "Too many login attempts",
-                headers=(("Retry-After", str(retry_after)), *headers),
-            )
-        return headers
+        policy.redis_prefix = "fastgw:rl-login:"
+        self.policies = (policy,)
+        self.limiter = gateway.limiter
+
+    async def _limit(self, client_ip: str) -> Headers:
+        try:
+            return await self.limiter.check(LOGIN_PATH, self.policies, None, client_ip, _NO_HEADERS)
+        except LocalReply as reply:
+            raise LocalReply("RATE_LIMITED", "Too many login attempts", headers=reply.headers) from None
 
     async def __call__(self, request: BuiltinRequest) -> BuiltinResponse:
         if not self.secret:
             raise LocalReply("SERVICE_UNAVAILABLE", "login not configured")
-        limit_headers = self._limit(request.client_ip)
+        limit_headers = await self._limit(request.client_ip)
         body = request.json()
         id_token = body.get("idToken") if isinstance(body, dict) else None
         if not isinstance(id_token, str) or not id_token or len(id_token) > MAX_ID_TOKEN:
@@ -155,4 +150,4 @@ class Login:
 def register(endpoints: BuiltinEndpoints, gateway: Gateway) -> None:
     if gateway.config.auth.oidc_login is None:
         return  # the path is then free for a route to an auth service
-    endpoints.add("POST", "/api/v1/auth/login", Login(gateway))
+    endpoints.add("POST", LOGIN_PATH, Login(gateway))

@@ -178,3 +178,13 @@ def test_audit_log_endpoint(
     assert entries[0]["details"]["reason"] == "role"
     status, doc = audit(gw, "?limit=1")
     assert status == 200 and len(doc["data"]) == 1
+
+
+def test_login_limit_is_shared_through_redis(
+    upstream: UpstreamServer, idp: JwksServer, start_gateway: Any, tmp_path: Path, redis_server: Any
+) -> None:
+    """With `redis` set, one address has one login allowance across every instance."""
+    first = start_gateway({**config(upstream, idp, tmp_path), "redis": redis_server.url})
+    second = start_gateway({**config(upstream, idp, tmp_path / "b"), "redis": redis_server.url})
+    statuses = [login(gw, id_token(sub="ada"))[0] for gw in (first, second, first, second, first, second)]
+    assert statuses == [200, 200, 200, 200, 429, 429]
