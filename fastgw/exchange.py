@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .access_log import utc_timestamp
@@ -32,7 +32,7 @@ from .http1.headers import Headers
 from .http1.interfaces import ClientContext
 from .jobs import PreparedCall
 from .llm import UsageSniffer
-from .pipeline import Pipeline, run_request_hooks
+from .pipeline import Filter, Pipeline, run_request_hooks
 from .proxy import UpstreamCall
 from .routing import PathError, normalize_path, rewrite_path
 from .speedups import RequestHead
@@ -169,7 +169,7 @@ class Exchange:
         elif self.endpoint is not None:
             self._spawn(self._run_builtin())
         elif self.buffer is not None:
-            self._spawn(self._forward_buffered())
+            self._forward_buffered()
         elif self.call is not None:
             self.call.request_ended()
 
@@ -280,25 +280,47 @@ class Exchange:
         call = self.call = UpstreamCall(self, self.upstream, self.route.read_timeout)
         return call.open(body)
 
-    async def _forward_buffered(self) -> None:
-        """Run the body hooks over the whole body, then forward it (or queue it, ``async``)."""
+    def _forward_buffered(self) -> None:
+        """Run the body hooks over the whole body, then forward it (or queue it, ``async``).
+
+        Hooks that answer at once run here, and a pooled connection takes the request here:
+        a task is spawned only for what waits (an awaitable hook, a connect, a job queue).
+        """
         assert self.route is not None
         body = bytes(self.buffer or b"")
+        hooks = self.pipeline.body
         try:
-            for flt in self.pipeline.body:
+            for i, flt in enumerate(hooks):
+                result = flt.on_body(self, body)
+                if not isinstance(result, bytes):
+                    self._spawn(self._finish_body_hooks(result, hooks[i + 1 :]))
+                    return
+                body = result
+        except LocalReply as reply:
+            self.respond_error(reply)
+            return
+        self._forward_body(body)
+
+    async def _finish_body_hooks(self, pending: Awaitable[bytes], rest: Sequence[Filter]) -> None:
+        try:
+            body = await pending
+            for flt in rest:
                 result = flt.on_body(self, body)
                 body = result if isinstance(result, bytes) else await result
         except LocalReply as reply:
             self.respond_error(reply)
             return
-        if self.done:
-            return  # the client went away while a body hook waited
+        if not self.done:  # the client may have gone away while a hook waited
+            self._forward_body(body)
+
+    def _forward_body(self, body: bytes) -> None:
+        assert self.route is not None
         if self.route.config.async_:
-            await self._submit_job(body)
+            self._spawn(self._submit_job(body))
             return
         pending = self._open(body)
         if pending is not None:
-            await pending
+            self._spawn(_awaited(pending))
 
     async def _submit_job(self, body: bytes) -> None:
         """``async: true``: queue the upstream call and answer 202 with where to look for it."""
@@ -480,6 +502,7 @@ class Exchange:
     # -- internals ------------------------------------------------------------------------------
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        # A task spawned from one (``_finish_body_hooks`` then a connect) replaces it here.
         """Run ``work`` as this exchange's task: kept referenced, and never left without an answer."""
         self.task = asyncio.ensure_future(work)
         self.task.add_done_callback(self._task_done)
@@ -490,3 +513,7 @@ class Exchange:
         log.error("request %s failed", self.request_id, exc_info=task.exception())
         if not self.done:
             self.fail(LocalReply("INTERNAL_ERROR", "Internal error"))
+
+
+async def _awaited(pending: Awaitable[None]) -> None:
+    await pending
