@@ -336,6 +336,10 @@ class Exchange:
         owner = self.principal
         try:
             job_id = await self.gw.jobs.submit(owner, route.pattern, job)
+        except StoreError as exc:  # the store is down: say so, no stack trace
+            log.error("request %s: cannot queue the async job: %s", self.request_id, exc)
+            self.respond_error(LocalReply("SERVICE_UNAVAILABLE", "Cannot queue the request"))
+            return
         except Exception:
             log.exception("request %s: cannot queue the async job", self.request_id)
             self.respond_error(LocalReply("SERVICE_UNAVAILABLE", "Cannot queue the request"))

@@ -6,6 +6,7 @@ object they started with, so nothing they hold changes under them.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from .access_log import AccessLog
@@ -88,10 +89,11 @@ class Gateway:
         self.identity_header_names = frozenset(h.lower() for h in self.identity_header_pairs)
         self.store: Store
         self.limiter: Limiter
-        if previous is not None and previous.config.store_path() == config.store_path():
+        if previous is not None and previous.config.store == config.store:
             self.store = previous.store
         else:
             self.store = open_store(config)
+            self.store.on_dropped = metrics.store_writes_dropped.inc
         self.auth = build_authenticator(config, metrics, self.store)
         self.audit = AuditLog(self.store)
         self.usage = UsageRecorder(self.store)
@@ -99,8 +101,15 @@ class Gateway:
         self.jobs: JobRunner
         if previous is not None and previous.store is self.store:
             self.jobs = previous.jobs  # jobs already running keep their slots
+            self.jobs.retention = config.jobs.retention
         else:
-            self.jobs = JobRunner(self.jobs_store)
+            self.jobs = JobRunner(self.jobs_store, config.jobs.workers, config.jobs.retention)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # built outside a server (tools, tests): no housekeeping
+                pass
+            else:
+                self.jobs.start()
         if previous is not None and (previous.config.rate_limits, previous.config.redis) == (
             config.rate_limits,
             config.redis,
@@ -182,5 +191,7 @@ class Gateway:
         for upstream in self.upstreams.values():
             upstream.close()
         self.usage.flush()
+        if successor is None or successor.jobs is not self.jobs:
+            self.jobs.close()
         if successor is None or successor.store is not self.store:
             self.store.close()

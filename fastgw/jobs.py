@@ -5,7 +5,12 @@ state and the upstream's response live in the store (see ``store/jobs.py``), so 
 process can answer the polls. Concurrency is bounded per worker: a burst of submissions
 queues instead of opening a connection each.
 
-Jobs still running when the process stops are left as they were (``queued``/``running``).
+Many instances may share the store (SPEC 13.2). Each runner is one instance: it claims the
+jobs it runs (``set_running`` succeeds once per job), says every ``HEARTBEAT_INTERVAL`` that it
+is alive, and on the same beat fails the unfinished jobs of any instance silent for
+``INSTANCE_LEASE`` (a crashed replica, a killed worker, the previous run of this process) and
+deletes jobs finished more than ``jobs.retention`` ago. The request body of a job lives only in
+the memory of the instance that accepted it, so a lost job is failed, not run again.
 
 A job's owner is the credential kind plus the user id of its creator (``store.jobs.owner_key``):
 a static token for ``alice`` and a JWT whose subject is ``alice`` are different callers. The
@@ -18,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .store import StoreError
 from .store.jobs import owner_key
 from .upstream.fetch import FetchFailed, fetch
 from .upstream.pool import Target, Upstream
@@ -33,7 +40,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw")
 
-DEFAULT_CONCURRENCY = 32
+DEFAULT_CONCURRENCY = 16  # jobs.workers
+DEFAULT_RETENTION = 7 * 86400.0  # jobs.retention
+HEARTBEAT_INTERVAL = 2.0
+INSTANCE_LEASE = 10.0  # an instance silent this long is dead; its unfinished jobs fail
 
 
 # Principal.source -> the kind recorded in a job's owner; other sources are recorded as is.
@@ -59,10 +69,49 @@ class PreparedCall:
 
 
 class JobRunner:
-    def __init__(self, jobs: JobStore, concurrency: int = DEFAULT_CONCURRENCY) -> None:
+    """The jobs of one instance, and its share of the housekeeping (module docstring)."""
+
+    def __init__(
+        self, jobs: JobStore, concurrency: int = DEFAULT_CONCURRENCY, retention: float = DEFAULT_RETENTION
+    ) -> None:
         self.jobs = jobs
+        self.retention = retention
+        self.instance = uuid.uuid4().hex
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._housekeeping: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin the heartbeat, recovery and retention (needs a running event loop)."""
+        if self._housekeeping is None:
+            self._housekeeping = asyncio.ensure_future(self._keep_house())
+
+    def close(self) -> None:
+        """Stop the housekeeping; running jobs go on until the process stops."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            self._housekeeping = None
+
+    async def _keep_house(self) -> None:
+        failing = False
+        while True:
+            try:
+                now = time.time()
+                await self.jobs.heartbeat(self.instance, now)
+                lost = await self.jobs.recover(self.instance, now, INSTANCE_LEASE)
+                if lost:
+                    log.warning("async jobs: %d jobs of a stopped instance marked failed", lost)
+                await self.jobs.prune(now - self.retention)
+                if failing:
+                    log.info("async jobs: the store answers again")
+                failing = False
+            except StoreError as exc:
+                if not failing:
+                    log.warning("async jobs: housekeeping paused: %s", exc)
+                failing = True
+            except Exception:
+                log.exception("async jobs: housekeeping failed")
+            await asyncio.sleep(HEARTBEAT_INTERVAL)
 
     async def submit(self, owner: Principal | str | None, route: str, call: PreparedCall) -> str:
         """Record a queued job (durably) and start it; returns its request id.
@@ -73,7 +122,7 @@ class JobRunner:
         """
         request_id = str(uuid.uuid4())
         stored = owner if isinstance(owner, str) else job_owner(owner)
-        await self.jobs.create(request_id, stored, route)
+        await self.jobs.create(request_id, stored, route, self.instance)
         task = asyncio.ensure_future(self._run(request_id, call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -82,7 +131,8 @@ class JobRunner:
     async def _run(self, request_id: str, call: PreparedCall) -> None:
         async with self._slots:
             try:
-                await self.jobs.set_running(request_id)
+                if not await self.jobs.set_running(request_id, self.instance):
+                    return  # failed meanwhile (this instance was thought dead): never run twice
                 try:
                     response = await fetch(call.upstream, call.build_head, call.body, call.read_timeout)
                 except FetchFailed as failure:

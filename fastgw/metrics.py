@@ -158,6 +158,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.store_writes_dropped = Counter(
+            "fastgw_store_writes_dropped_total",
+            "Queued store writes (usage rows, audit entries) given up: the store was unreachable"
+            " for longer than the kept backlog lasts, or refused them",
+            registry=r,
+        )
         self.llm_tokens = BoundCounter(
             "fastgw_llm_tokens_total", "LLM tokens seen in responses", ["model", "kind"], registry=r
         )

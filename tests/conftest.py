@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.postgres_server import PostgresServer
 from tests.redis_server import REDIS_SERVER, RedisServer
 from tests.upstream_server import UpstreamServer
 
@@ -192,3 +193,44 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session; tests take a fresh database each."""
+    server = PostgresServer().init()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for this test alone, which it may stop and start again."""
+    server = PostgresServer().init()
+    yield server
+    server.remove()
+
+
+_STORES: dict[Path, str] = {}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store of one test, on each kind of database: a SQLite file, a PostgreSQL database.
+
+    A module runs all its tests on both with ``pytestmark = pytest.mark.usefixtures("store_url")``
+    and names the store as ``store_of(tmp_path)``.
+    """
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'gw.db'}"
+    else:
+        cluster: PostgresServer = request.getfixturevalue("postgres_cluster")
+        url = cluster.new_database()
+    _STORES[tmp_path] = url
+    yield url
+    _STORES.pop(tmp_path, None)
+
+
+def store_of(tmp_path: Path) -> str:
+    """The store URL of the test whose ``tmp_path`` this is (``store_url``), else a SQLite file there."""
+    return _STORES.get(tmp_path, f"sqlite:///{tmp_path / 'gw.db'}")

@@ -34,7 +34,7 @@ from typing import Any
 from ..access_log import utc_timestamp
 from ..errors import LocalReply
 from ..metrics import Metrics
-from ..store import Store, StoreError
+from ..store import Connection, IntegrityError, Store, StoreError
 from ..store import tokens as token_rows
 from ..store.tokens import TokenRecord
 from .authenticator import AuthFailure
@@ -106,7 +106,7 @@ class IssuedToken:
 
 
 def issue(
-    conn: sqlite3.Connection,
+    conn: Connection,
     prefix: str,
     *,
     name: str,
@@ -133,7 +133,7 @@ def issue(
         )
         try:
             token_rows.insert(conn, record, hash_token(token))
-        except sqlite3.IntegrityError:
+        except (sqlite3.IntegrityError, IntegrityError):
             continue
         return IssuedToken(record, token)
     raise StoreError("could not allocate a unique token id")
@@ -180,6 +180,12 @@ class ApiTokenVerifier:
             raise AuthFailure("invalid_token")
         try:
             await self._fresh()
+        except StoreError:
+            # The revocation counter cannot be read: the store is down. Verdicts cached within
+            # their lifetime still hold (nobody can revoke through a store that is down); any
+            # other token gets 503 below.
+            pass
+        try:
             digest = hash_token(token)
             entry = self._cache.get(digest)
             if entry is not None and entry.expires > time.monotonic():
@@ -209,7 +215,11 @@ class ApiTokenVerifier:
 
     async def _read_revision(self, started: float) -> None:
         try:
-            revision = await self.store.read(token_rows.revision)
+            try:
+                revision = await self.store.read(token_rows.revision)
+            except StoreError:
+                self._checked_at = started  # a store that is down is asked again in a moment
+                raise
             if revision != self._revision:
                 self._cache.clear()
                 self._generation += 1
@@ -266,7 +276,8 @@ class ApiTokenVerifier:
         if len(self._touched) > CACHE_ENTRIES:
             self._touched.clear()
         self._touched[token_id] = now
-        self.store.enqueue(token_rows.TOUCH_SQL, (utc_timestamp(), token_id))
+        used_at = utc_timestamp()
+        self.store.enqueue(token_rows.TOUCH_SQL, (used_at, token_id, used_at))
 
 
 __all__ = ["ApiTokenVerifier", "IssuedToken", "hash_token", "issue", "new_token"]

@@ -9,7 +9,6 @@ any token. Exit codes: 0 ok, 1 invalid config or input (or an unknown id), 2 usa
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,9 +17,9 @@ import msgspec
 
 from ..access_log import utc_timestamp
 from ..config import Config, ConfigError, load_config
-from ..store import StoreError, audit, connect
+from ..store import StoreError, audit, connect_store
 from ..store import tokens as token_rows
-from ..store.sqlite import transaction
+from ..store.db import Connection, transaction
 from .api_tokens import IssuedToken, check_identity, check_name, check_scopes, issue
 
 T = TypeVar("T")
@@ -49,8 +48,8 @@ def _print(obj: object) -> None:
     sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
 
 
-def _with_store(config: Config, fn: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
-    conn = connect(config.store_path())
+def _with_store(config: Config, fn: Callable[[Connection], T], *, write: bool) -> T:
+    conn = connect_store(config.store)
     try:
         return transaction(conn, fn) if write else fn(conn)
     finally:
@@ -100,7 +99,7 @@ def _create(config: Config, args: argparse.Namespace) -> int:
         return 1
     prefix = config.auth.api_tokens.prefix
 
-    def create(conn: sqlite3.Connection) -> IssuedToken:
+    def create(conn: Connection) -> IssuedToken:
         issued = issue(conn, prefix, name=name, scopes=scopes, **owner)
         details = {**ACTOR_DETAILS, "name": name, "scopes": list(scopes), "userId": owner["user_id"]}
         audit.insert(conn, None, "api_token.created", "api_token", issued.record.id, details)
@@ -111,7 +110,7 @@ def _create(config: Config, args: argparse.Namespace) -> int:
 
 
 def _revoke(config: Config, token_id: str) -> int:
-    def revoke(conn: sqlite3.Connection) -> str:
+    def revoke(conn: Connection) -> str:
         result = token_rows.revoke(conn, token_id, utc_timestamp())
         if result == "revoked":
             audit.insert(conn, None, "api_token.revoked", "api_token", token_id, ACTOR_DETAILS)

@@ -13,7 +13,15 @@ import urllib.parse
 from decimal import Decimal
 from typing import NamedTuple
 
-__all__ = ["Target", "parse_duration", "parse_listen", "parse_size", "parse_target", "sqlite_path"]
+__all__ = [
+    "Target",
+    "parse_duration",
+    "parse_listen",
+    "parse_size",
+    "parse_store_url",
+    "parse_target",
+    "sqlite_path",
+]
 
 _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -126,17 +134,32 @@ def without_credentials(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return "***" if "@" in url or "?" in url else url
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
     authority, slash, path = rest.partition("/")
     userinfo, at, hostport = authority.rpartition("@")
-    path = path.split("?", 1)[0].split("#", 1)[0]
     return f"{scheme}://{'***@' if at else ''}{hostport}{slash}{path}"
 
 
 def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///`` store URL (ValueError for any other store)."""
     prefix = "sqlite:///"
     if not url.startswith(prefix) or len(url) == len(prefix):
         raise ValueError(
-            f"unsupported store {without_credentials(url)!r}: "
-            "use sqlite:///relative.db or sqlite:////absolute/path.db"
+            f"unsupported store {without_credentials(url)!r}: use sqlite:///relative.db, "
+            "sqlite:////absolute/path.db or postgresql://user:password@host:port/dbname"
         )
     return url[len(prefix) :]
+
+
+def parse_store_url(url: str) -> str:
+    """``url`` if it names a store fastgw can open: ``sqlite:///...`` or ``postgresql://...``.
+
+    A PostgreSQL URL is checked for its shape only (``fastgw check`` never connects).
+    """
+    if url.startswith(("postgresql://", "postgres://")):
+        rest = url.partition("://")[2]
+        if not rest or rest.startswith("?"):
+            raise ValueError(f"store {without_credentials(url)!r}: name the host and the database")
+        return url
+    sqlite_path(url)
+    return url

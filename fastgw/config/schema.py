@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .scalars import parse_duration, parse_listen, parse_size, parse_target, sqlite_path
+from .scalars import parse_duration, parse_listen, parse_size, parse_store_url, parse_target, sqlite_path
 
 JWT_ALGORITHMS: frozenset[str] = frozenset(
     f"{family}{bits}" for family in ("HS", "RS", "ES", "PS") for bits in (256, 384, 512)
@@ -175,7 +175,7 @@ ListenAddr = Annotated[str, Parsed(_validated(parse_listen))]
 Cidr = Annotated[str, Parsed(_validated(_cidr))]
 HttpUrl = Annotated[str, Parsed(_validated(_url(("http", "https"))))]
 TargetUrl = Annotated[str, Parsed(_validated(parse_target))]
-StoreUrl = Annotated[str, Parsed(_validated(sqlite_path))]
+StoreUrl = Annotated[str, Parsed(_validated(parse_store_url))]
 RedisUrl = Annotated[str, Parsed(_validated(_url(("redis", "rediss", "unix"))))]
 JwtAlgorithm = Annotated[str, Parsed(_algorithm)]
 RateKey = Annotated[str, Parsed(_rate_key)]
@@ -388,9 +388,17 @@ class RouteConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     transform: TransformConfig | None = None
 
 
+class JobsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Async invoke jobs (SPEC 13.8)."""
+
+    retention: PositiveDuration = 7 * 86400.0  # finished jobs are deleted after this
+    workers: Count = 16  # jobs run at once per instance
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     store: StoreUrl = "sqlite:///fastgw.db"
+    jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
     redis: RedisUrl | None = None
     identity_headers: IdentityHeaders = msgspec.field(default_factory=IdentityHeaders)
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)

@@ -1,19 +1,50 @@
-"""Durable state in one SQLite file (``store:`` in the config): API tokens and the audit log.
+"""Durable state (``store:`` in the config): API tokens, the audit log, usage records, async jobs.
 
-Usage records and async jobs will live here too; the schema is versioned (``sqlite.MIGRATIONS``)
-so they can be added without touching existing tables.
+``store: sqlite:///path.db`` keeps it in one SQLite file (one machine); ``store:
+postgresql://user:password@host:port/db`` in PostgreSQL, shared by every instance pointed at it
+(SPEC 13.2). Both run behind one ``Store`` (``threads.py``) and one set of queries.
 """
 
 from __future__ import annotations
 
 from ..config import Config
 from .audit import AuditLog
-from .sqlite import Store, StoreError, connect
+from .db import Connection, IntegrityError, StoreError, StoreUnavailable
+from .sqlite import SqliteBackend, connect
+from .threads import Backend, Store
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_store(config: Config) -> Store:
-    """The store named by ``config.store``; nothing is opened until the first query (after fork)."""
-    return Store(config.store_path())
+def backend_for(location: str) -> Backend:
+    """The backend for a store URL, or a bare SQLite path (tools and tests)."""
+    if location.startswith(POSTGRES_SCHEMES):
+        from .postgres import PostgresBackend  # psycopg is loaded only by PostgreSQL users
+
+        return PostgresBackend(location)
+    if location.startswith("sqlite:///"):
+        location = location[len("sqlite:///") :]
+    return SqliteBackend(location)
 
 
-__all__ = ["AuditLog", "Store", "StoreError", "connect", "open_store"]
+def open_store(config: Config | str) -> Store:
+    """The store named by ``config.store`` (or a URL); nothing is opened until the first query."""
+    return Store(backend_for(config if isinstance(config, str) else config.store))
+
+
+def connect_store(location: str) -> Connection:
+    """One connection of our own to the store at ``location`` (the CLI), schema up to date."""
+    return backend_for(location).connect()
+
+
+__all__ = [
+    "AuditLog",
+    "Connection",
+    "IntegrityError",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "connect",
+    "connect_store",
+    "open_store",
+]

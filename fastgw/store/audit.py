@@ -8,13 +8,13 @@ Callers pass details that are safe to show an admin: never a token, secret or co
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
 import msgspec
 
 from ..access_log import utc_timestamp
-from .sqlite import Store
+from .db import Connection
+from .threads import Store
 
 log = logging.getLogger("fastgw.store")
 
@@ -39,7 +39,7 @@ def _params(
 
 
 def insert(
-    conn: sqlite3.Connection,
+    conn: Connection,
     actor_user_id: str | None,
     action: str,
     target_type: str | None,
@@ -50,7 +50,7 @@ def insert(
     conn.execute(_INSERT, _params(actor_user_id, action, target_type, target_id, details))
 
 
-def recent(conn: sqlite3.Connection, limit: int) -> list[dict[str, Any]]:
+def recent(conn: Connection, limit: int) -> list[dict[str, Any]]:
     """The newest ``limit`` entries, newest first, in the wire shape of ``GET /v1/audit-logs``."""
     rows = conn.execute(
         "SELECT log_id, actor_user_id, action, target_type, target_id, details, created_at"

@@ -11,6 +11,10 @@ Why the shape:
   ``finish``), and the caller learns from the return value whether anything changed.
 - Timestamps are ISO 8601 UTC text, like the rest of the store: they sort as text and read well
   in ``sqlite3``.
+- Many instances share the jobs (SPEC 13.2). A job records the instance (process) that runs
+  it, every instance records when it was last alive (``heartbeat``), and any instance fails the
+  unfinished jobs of one that stopped (``recover``): a job is never left ``running`` forever.
+  ``set_running`` is a conditional update, so a job is claimed, and run, once.
 - The owner is ``<kind>|<user id>`` (``owner_key``), '' for an anonymous caller. Rows written
   before owners carried their credential kind hold a bare user id; identity values never
   contain ``|`` (SPEC 4), so the two forms cannot be confused and the old rows stay readable,
@@ -19,14 +23,15 @@ Why the shape:
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from ..access_log import utc_timestamp
-from .sqlite import Store
+from .db import Connection
+from .threads import Store
+from .usage import iso_utc
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -43,6 +48,8 @@ _COLUMNS = (
 _UNFINISHED = f"status IN ('{QUEUED}', '{RUNNING}')"
 
 OWNER_SEPARATOR = "|"
+INSTANCE_LOST = "the gateway instance running this job stopped before it finished"
+PRUNE_BATCH = 1000
 
 
 def owner_key(kind: str, user_id: str) -> str:
@@ -116,7 +123,7 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
     )
 
 
-def get(conn: sqlite3.Connection, request_id: str) -> JobRecord | None:
+def get(conn: Connection, request_id: str) -> JobRecord | None:
     row = conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
     return None if row is None else _record(row)
 
@@ -127,24 +134,68 @@ class JobStore:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def create(self, request_id: str, owner: str, route: str) -> None:
-        """Record a queued job; committed when this returns (StoreError for a duplicate id)."""
+    async def create(self, request_id: str, owner: str, route: str, instance: str = "") -> None:
+        """Record a queued job held by ``instance``; committed when this returns (StoreError for
+        a duplicate id)."""
         now = utc_timestamp()
 
-        def insert(conn: sqlite3.Connection) -> None:
+        def insert(conn: Connection) -> None:
             conn.execute(
-                f"INSERT INTO jobs ({_COLUMNS}) VALUES (?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?, ?)",
-                (request_id, owner, route, QUEUED, now, now),
+                f"INSERT INTO jobs ({_COLUMNS}, instance)"
+                " VALUES (?, ?, ?, ?, NULL, NULL, NULL, NULL, NULL, ?, ?, ?)",
+                (request_id, owner, route, QUEUED, now, now, instance),
             )
 
         await self.store.write(insert)
 
-    async def set_running(self, request_id: str) -> bool:
-        """queued -> running; False when the job is unknown or not queued."""
+    async def set_running(self, request_id: str, instance: str = "") -> bool:
+        """queued -> running on ``instance``: the claim; False when the job is unknown or not
+        queued (someone else claimed it, or it was failed meanwhile)."""
         return await self._update(
-            "UPDATE jobs SET status = ?, updated_at = ? WHERE request_id = ? AND status = ?",
-            (RUNNING, utc_timestamp(), request_id, QUEUED),
+            "UPDATE jobs SET status = ?, instance = ?, updated_at = ? WHERE request_id = ? AND status = ?",
+            (RUNNING, instance, utc_timestamp(), request_id, QUEUED),
         )
+
+    async def heartbeat(self, instance: str, now: float) -> None:
+        """Record that ``instance`` is alive at ``now`` (unix seconds)."""
+        await self.store.write(
+            lambda conn: conn.execute(
+                "INSERT INTO instances (id, seen_at) VALUES (?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+                (instance, now),
+            )
+        )
+
+    async def recover(self, instance: str, now: float, lease: float) -> int:
+        """Fail the unfinished jobs of instances not seen for ``lease`` seconds; how many.
+
+        A job is failed only if it has not changed for ``lease`` either, so a job created by an
+        instance a moment before its first heartbeat is safe. ``instance`` (the caller) is
+        alive by definition. Rows of instances gone for a day are forgotten.
+        """
+        cutoff = now - lease
+        quiet_since = iso_utc(cutoff)
+
+        def fail(conn: Connection) -> int:
+            changed = conn.execute(
+                f"UPDATE jobs SET status = ?, error = ?, updated_at = ? WHERE {_UNFINISHED}"
+                " AND instance != ? AND updated_at < ?"
+                " AND instance NOT IN (SELECT id FROM instances WHERE seen_at >= ?)",
+                (FAILED, INSTANCE_LOST, utc_timestamp(), instance, quiet_since, cutoff),
+            ).rowcount
+            conn.execute("DELETE FROM instances WHERE seen_at < ?", (now - 86400,))
+            return int(changed)
+
+        return await self.store.write(fail)
+
+    async def prune(self, finished_before: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete (at most ``batch``) jobs that finished before ``finished_before``; how many."""
+        sql = (
+            "DELETE FROM jobs WHERE request_id IN (SELECT request_id FROM jobs"
+            f" WHERE status IN ('{SUCCEEDED}', '{FAILED}') AND updated_at < ? LIMIT ?)"
+        )
+        params = (iso_utc(finished_before), batch)
+        return await self.store.write(lambda conn: int(conn.execute(sql, params).rowcount))
 
     async def set_progress(self, request_id: str, progress: int) -> bool:
         """Record the backend's progress (0-100); False when the job is unknown or terminal."""

@@ -1,41 +1,15 @@
-"""The SQLite file behind API tokens and the audit log (later: usage, async jobs).
+"""The SQLite file behind the store (``store: sqlite:///path``): schema and connections.
 
-Why the shape:
-
-- The event loop never touches SQLite. Every query runs on one of two threads per process, each
-  with its own connection: a *reader* (token lookups, lists) and a *writer* (everything that
-  writes). With WAL, readers never wait for writers, so a slow commit elsewhere (another worker,
-  the CLI) cannot stall a token lookup queued behind it.
-- Fire-and-forget writes (audit entries, ``last_used_at``) are queued and committed by the
-  writer in one transaction per short window, so a burst costs one fsync, not one per request.
-- ``server.workers`` forks processes that share the file. A SQLite connection must never cross
-  a fork, so threads and connections are created lazily, on first use, in the process that
-  uses them; a process that finds state from its parent starts afresh and never closes the
-  parent's connections (closing them in the child could disturb the parent's locks).
+One file per machine; processes on that machine (``server.workers``, the CLI) share it through
+SQLite's locking, in WAL mode so readers never wait for writers. ``threads.Store`` runs the
+queries; this module opens the file and keeps its schema current.
 """
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import concurrent.futures
-import logging
-import os
-import queue
 import sqlite3
-import threading
-import time
-import weakref
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
 
-log = logging.getLogger("fastgw.store")
-
-T = TypeVar("T")
-
-BATCH_WINDOW = 0.05  # seconds the writer waits to gather queued writes into one transaction
-BATCH_MAX = 500
+from .db import IntegrityError, StoreError, StoreUnavailable
 
 # One entry per schema version; PRAGMA user_version counts how many are applied. Later features
 # (usage records, async jobs) append entries here and never edit the ones before them.
@@ -98,11 +72,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             updated_at TEXT NOT NULL
         )""",
     ),
+    (
+        # The instance (process) running each job, and when each instance was last alive: any
+        # instance fails the unfinished jobs of one that stopped (store/jobs.py).
+        "ALTER TABLE jobs ADD COLUMN instance TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX jobs_by_status ON jobs (status, updated_at)",
+        "CREATE TABLE instances (id TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID",
+    ),
 )
-
-
-class StoreError(Exception):
-    """The store cannot be opened or a query failed; the message never contains data values."""
 
 
 def connect(path: str, busy_timeout: float = 5.0) -> sqlite3.Connection:
@@ -149,195 +126,22 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back if it raises)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        result = fn(conn)
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    fn: Callable[[sqlite3.Connection], Any]
-    future: concurrent.futures.Future[Any]
-    in_transaction: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Write:
-    sql: str
-    params: Sequence[Any]
-    many: bool = False  # params is a sequence of rows for executemany
-
-
-_STOP = object()
-
-# Connections and threads a forked child inherited; kept referenced so they are never finalised
-# (and their SQLite handles closed) in a process that does not own them.
-_INHERITED: list[object] = []
-
-
-class _Worker:
-    """One thread with one connection, serving calls in order and batching queued writes."""
-
-    def __init__(self, store: Store, name: str) -> None:
-        self.store = store
-        self.name = name
-        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self.conn: sqlite3.Connection | None = None
-        self.thread = threading.Thread(target=self._run, name=f"fastgw-store-{name}", daemon=True)
-        self.thread.start()
-
-    def _connection(self) -> sqlite3.Connection:
-        if self.conn is None:
-            self.conn = connect(self.store.path, self.store.busy_timeout)
-        return self.conn
-
-    def _run(self) -> None:
-        writes: list[_Write] = []
-        deadline = 0.0
-        while True:
-            try:
-                if writes:
-                    item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                else:
-                    item = self.queue.get()
-            except queue.Empty:
-                item = None
-            if isinstance(item, _Write):
-                if not writes:
-                    deadline = time.monotonic() + BATCH_WINDOW
-                writes.append(item)
-                if len(writes) < BATCH_MAX:
-                    continue
-                item = None
-            if writes:  # a call or a stop waits for the writes queued before it
-                self._flush(writes)
-                writes = []
-            if isinstance(item, _Call):
-                self._call(item)
-            elif item is _STOP:
-                break
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
-
-    def _call(self, call: _Call) -> None:
-        if not call.future.set_running_or_notify_cancel():
-            return
-        try:
-            conn = self._connection()
-            result = transaction(conn, call.fn) if call.in_transaction else call.fn(conn)
-        except StoreError as exc:
-            call.future.set_exception(exc)
-        except sqlite3.Error as exc:
-            call.future.set_exception(StoreError(f"store query failed: {type(exc).__name__}: {exc}"))
-        except BaseException as exc:  # a bug in fn: hand it to the awaiting coroutine
-            call.future.set_exception(exc)
-        else:
-            call.future.set_result(result)
-
-    def _flush(self, writes: list[_Write]) -> None:
-        def apply(conn: sqlite3.Connection) -> None:
-            for write in writes:
-                if write.many:
-                    conn.executemany(write.sql, write.params)
-                else:
-                    conn.execute(write.sql, write.params)
-
-        try:
-            transaction(self._connection(), apply)
-        except Exception as exc:  # any error: the writer thread must outlive a bad row
-            log.error("store: %d queued writes were lost: %s", len(writes), type(exc).__name__)
-
-    def stop(self, timeout: float) -> None:
-        self.queue.put(_STOP)
-        self.thread.join(timeout)
-
-
-class Store:
-    """The SQLite store of one gateway process (see the module docstring for the threading)."""
+class SqliteBackend:
+    """``threads.Backend`` for one SQLite file."""
 
     def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self._reader: _Worker | None = None
-        self._writer: _Worker | None = None
-        self._closed = False
-        _OPEN_STORES.add(self)
+        self.description = f"the store {path!r}"
 
-    def _worker(self, kind: str) -> _Worker:
-        with self._lock:
-            if self._closed:
-                raise StoreError("the store is closed")
-            if os.getpid() != self._pid:  # forked: the parent's threads do not exist here
-                _INHERITED.extend(w for w in (self._reader, self._writer) if w is not None)
-                self._reader = self._writer = None
-                self._pid = os.getpid()
-            if kind == "reader":
-                if self._reader is None:
-                    self._reader = _Worker(self, "reader")
-                return self._reader
-            if self._writer is None:
-                self._writer = _Worker(self, "writer")
-            return self._writer
+    def connect(self) -> sqlite3.Connection:
+        return connect(self.path, self.busy_timeout)
 
-    def _submit(self, kind: str, fn: Callable[[sqlite3.Connection], T], in_transaction: bool) -> Any:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._worker(kind).queue.put(_Call(fn, future, in_transaction))
-        return future
-
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)`` on the reader thread."""
-        future: concurrent.futures.Future[T] = self._submit("reader", fn, False)
-        return await asyncio.wrap_future(future)
-
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)`` in one transaction on the writer thread, after queued writes."""
-        future: concurrent.futures.Future[T] = self._submit("writer", fn, True)
-        return await asyncio.wrap_future(future)
-
-    def enqueue(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Queue a write that nobody waits for; it is committed with others within ~50 ms."""
-        try:
-            self._worker("writer").queue.put(_Write(sql, params))
-        except StoreError:
-            log.warning("store: a write after close was dropped")
-
-    def enqueue_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Like ``enqueue`` for many rows of one statement: one hand-off to the writer thread."""
-        try:
-            self._worker("writer").queue.put(_Write(sql, rows, many=True))
-        except StoreError:
-            log.warning("store: %d writes after close were dropped", len(rows))
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Commit queued writes, close the connections and stop the threads of this process."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            workers = [w for w in (self._writer, self._reader) if w is not None]
-            self._reader = self._writer = None
-            mine = os.getpid() == self._pid
-        _OPEN_STORES.discard(self)
-        if mine:
-            for worker in workers:
-                worker.stop(timeout)
-
-
-_OPEN_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_open_stores() -> None:
-    """A normal interpreter exit still commits queued audit entries (forked workers _exit)."""
-    for store in list(_OPEN_STORES):
-        store.close(timeout=2.0)
+    def store_error(self, exc: Exception) -> StoreError | None:
+        if isinstance(exc, sqlite3.IntegrityError):
+            return IntegrityError(f"store query refused: {exc}")
+        if isinstance(exc, sqlite3.OperationalError):  # locked past the busy timeout, I/O
+            return StoreUnavailable(f"store query failed: {type(exc).__name__}: {exc}")
+        if isinstance(exc, sqlite3.Error):
+            return StoreError(f"store query failed: {type(exc).__name__}: {exc}")
+        return None

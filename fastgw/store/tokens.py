@@ -7,11 +7,12 @@ read, that their cached lookups may be stale.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+
+from .db import Connection
 
 REVISION_KEY = "api_tokens.revision"
 
@@ -75,7 +76,7 @@ def _record(row: tuple[Any, ...]) -> TokenRecord:
     )
 
 
-def insert(conn: sqlite3.Connection, record: TokenRecord, token_hash: str) -> None:
+def insert(conn: Connection, record: TokenRecord, token_hash: str) -> None:
     conn.execute(
         "INSERT INTO api_tokens (id, token_hash, name, user_id, role, plan, app_key, scopes, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -93,16 +94,14 @@ def insert(conn: sqlite3.Connection, record: TokenRecord, token_hash: str) -> No
     )
 
 
-def find_by_hash(conn: sqlite3.Connection, token_hash: str) -> tuple[TokenRecord, str] | None:
+def find_by_hash(conn: Connection, token_hash: str) -> tuple[TokenRecord, str] | None:
     """The token with this hash (revoked ones included) and its stored hash, or None."""
     row = conn.execute(f"SELECT {_COLUMNS}, token_hash FROM api_tokens WHERE token_hash = ?", (token_hash,))
     found = row.fetchone()
     return None if found is None else (_record(found[:10]), found[10])
 
 
-def list_tokens(
-    conn: sqlite3.Connection, user_id: str | None = None, active_only: bool = True
-) -> list[TokenRecord]:
+def list_tokens(conn: Connection, user_id: str | None = None, active_only: bool = True) -> list[TokenRecord]:
     """Tokens newest first: one user's (``user_id``) or everyone's (``None``)."""
     where, params = [], []
     if user_id is not None:
@@ -115,7 +114,7 @@ def list_tokens(
     return [_record(row) for row in rows]
 
 
-def revoke(conn: sqlite3.Connection, token_id: str, revoked_at: str, user_id: str | None = None) -> str:
+def revoke(conn: Connection, token_id: str, revoked_at: str, user_id: str | None = None) -> str:
     """``"revoked"``, ``"already"`` (was revoked before) or ``"unknown"`` (no such id for this user).
 
     Run inside a transaction: the revocation and the revision bump commit together, so a worker
@@ -130,13 +129,14 @@ def revoke(conn: sqlite3.Connection, token_id: str, revoked_at: str, user_id: st
         return "already"
     conn.execute("UPDATE api_tokens SET revoked_at = ? WHERE id = ?", (revoked_at, token_id))
     conn.execute(
-        "INSERT INTO store_meta (key, value) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET value = value + 1",
+        "INSERT INTO store_meta (key, value) VALUES (?, 1)"
+        " ON CONFLICT (key) DO UPDATE SET value = store_meta.value + 1",
         (REVISION_KEY,),
     )
     return "revoked"
 
 
-def revision(conn: sqlite3.Connection) -> int:
+def revision(conn: Connection) -> int:
     """How many revocations the store has seen; workers poll it to invalidate their caches."""
     row = conn.execute("SELECT value FROM store_meta WHERE key = ?", (REVISION_KEY,)).fetchone()
     return 0 if row is None else int(row[0])
@@ -144,5 +144,5 @@ def revision(conn: sqlite3.Connection) -> int:
 
 # Queued (batched) by the verifier; the guard keeps a late batch from moving the time backwards.
 TOUCH_SQL = (
-    "UPDATE api_tokens SET last_used_at = ?1 WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)"
+    "UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
 )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,7 +30,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .sqlite import Store
+from .db import Connection
+from .threads import Store
 
 log = logging.getLogger("fastgw.store")
 
@@ -182,7 +182,7 @@ def _totals(row: tuple[Any, ...]) -> Totals:
     )
 
 
-def _snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+def _snapshot(conn: Connection, fn: Callable[[Connection], T]) -> T:
     """Run ``fn``'s queries in one read transaction: one consistent view of the table."""
     conn.execute("BEGIN")
     try:
@@ -195,14 +195,18 @@ def _snapshot(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -
     return result
 
 
-def summary(conn: sqlite3.Connection, hours: int, now: float) -> Summary:
+# Portable SQL: PostgreSQL cannot SUM a boolean.
+_ERRORS = "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END)"
+
+
+def summary(conn: Connection, hours: int, now: float) -> Summary:
     """The ``GET /v1/usage`` report for the ``hours`` before ``now``."""
     since = now - hours * 3600
 
-    def queries(c: sqlite3.Connection) -> Summary:
+    def queries(c: Connection) -> Summary:
         totals = _totals(
             c.execute(
-                "SELECT COUNT(*), SUM(status >= 400), SUM(input_tokens), SUM(output_tokens), AVG(latency_ms)"
+                f"SELECT COUNT(*), {_ERRORS}, SUM(input_tokens), SUM(output_tokens), AVG(latency_ms)"
                 " FROM usage WHERE ts >= ?",
                 (since,),
             ).fetchone()
@@ -227,8 +231,8 @@ def summary(conn: sqlite3.Connection, hours: int, now: float) -> Summary:
         upstreams = [
             UpstreamCount(upstream, requests, errors or 0, _avg(latency))
             for upstream, requests, errors, latency in c.execute(
-                "SELECT upstream, COUNT(*) AS n, SUM(status >= 400), AVG(latency_ms) FROM usage"
-                " WHERE ts >= ? GROUP BY upstream ORDER BY n DESC, upstream",
+                f"SELECT upstream, COUNT(*) AS n, {_ERRORS}, AVG(latency_ms) FROM usage"
+                " WHERE ts >= ? GROUP BY upstream ORDER BY n DESC, upstream NULLS FIRST",
                 (since,),
             )
         ]
@@ -244,7 +248,7 @@ def summary(conn: sqlite3.Connection, hours: int, now: float) -> Summary:
     return _snapshot(conn, queries)
 
 
-def daily(conn: sqlite3.Connection, days: int, now: float) -> Daily:
+def daily(conn: Connection, days: int, now: float) -> Daily:
     """The ``GET /v1/usage/daily`` report: ``days`` UTC dates ending today, oldest first.
 
     Unix time has no leap seconds, so ``ts // 86400`` is exactly the UTC date's day number.
@@ -254,7 +258,7 @@ def daily(conn: sqlite3.Connection, days: int, now: float) -> Daily:
     by_day = {
         day: (requests, errors, input_tokens, output_tokens)
         for day, requests, errors, input_tokens, output_tokens in conn.execute(
-            "SELECT CAST(ts / 86400 AS INTEGER) AS day, COUNT(*), SUM(status >= 400),"
+            f"SELECT CAST(ts / 86400 AS INTEGER) AS day, COUNT(*), {_ERRORS},"
             " SUM(input_tokens), SUM(output_tokens)"
             " FROM usage WHERE ts >= ? AND ts < ? GROUP BY day",
             (first * DAY, (today + 1) * DAY),
@@ -278,14 +282,15 @@ def daily(conn: sqlite3.Connection, days: int, now: float) -> Daily:
     return Daily(days, entries)
 
 
-def rollups(conn: sqlite3.Connection, now: float) -> Rollups:
+def rollups(conn: Connection, now: float) -> Rollups:
     """The ``GET /v1/usage/rollups`` report: every window in one pass over the widest one."""
     columns = []
     params: list[float] = []
     for _, seconds in ROLLUP_WINDOWS:
         inside = "ts >= ?"
         columns.append(
-            f"SUM({inside}), SUM(CASE WHEN {inside} AND status >= 400 THEN 1 ELSE 0 END),"
+            f"SUM(CASE WHEN {inside} THEN 1 ELSE 0 END),"
+            f" SUM(CASE WHEN {inside} AND status >= 400 THEN 1 ELSE 0 END),"
             f" SUM(CASE WHEN {inside} THEN input_tokens END), SUM(CASE WHEN {inside} THEN output_tokens END),"
             f" AVG(CASE WHEN {inside} THEN latency_ms END)"
         )
@@ -310,6 +315,8 @@ def _text(value: object) -> str:
     text = str(value)
     if not text.isascii():
         text = text.encode("utf-8", "replace").decode("utf-8")
+    if "\x00" in text:  # PostgreSQL text cannot hold NUL
+        text = text.replace("\x00", "\ufffd")
     return text
 
 

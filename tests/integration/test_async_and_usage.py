@@ -7,17 +7,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port
+import pytest
+
+from tests.conftest import free_port, store_of
 from tests.upstream_server import UpstreamServer
 
 ALICE = "alice-token-0123456789"
 BOB = "bob-token-0123456789"
 USAGE_KEY = "usage-key-0123456789"
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 def config(upstream: UpstreamServer, tmp_path: Path) -> dict[str, Any]:
     return {
-        "store": f"sqlite:///{tmp_path}/gw.db",
+        "store": store_of(tmp_path),
         "signing": {"secret": "async-signing-secret-0123456789"},
         "auth": {
             "tokens": [

@@ -5,27 +5,30 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from fastgw.store import connect_store
 from tests.auth_servers import claims, sign
-from tests.conftest import REPO, GatewayProcess
+from tests.conftest import REPO, GatewayProcess, store_of
 from tests.upstream_server import UpstreamServer
 
 OPS = "ops-token-0123456789"  # static, admin, scopes rpc + read
 READER = "reader-token-0123456789"  # static, no scopes
 SECRET = "platform-jwt-secret-0123456789-abcdef"
 TOKEN_RE = re.compile(r"fgw_[A-Za-z0-9_-]{43}")
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 def config(upstream: UpstreamServer, tmp_path: Path, workers: int = 1) -> dict[str, Any]:
     return {
         "server": {"workers": workers, "metrics_listen": None},
-        "store": f"sqlite:///{tmp_path / 'gw.db'}",
+        "store": store_of(tmp_path),
         "auth": {
             "tokens": [
                 {"token": OPS, "user_id": "ops", "role": "admin", "scopes": ["rpc", "read"], "plan": "pro"},
@@ -109,15 +112,13 @@ def test_create_use_list_and_revoke(upstream: UpstreamServer, start_gateway: Any
 
     # The plaintext exists nowhere but in the one response that returned it.
     gw.stop()
-    db = tmp_path / "gw.db"
-    conn = sqlite3.connect(db)
-    tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-    for table in tables:
-        for row in conn.execute(f"SELECT * FROM {table}"):  # noqa: S608 - names from sqlite_master
+    conn = connect_store(store_of(tmp_path))
+    for table in ("api_tokens", "audit_log", "store_meta", "usage", "jobs"):
+        for row in conn.execute(f"SELECT * FROM {table}"):  # noqa: S608 - our own table names
             assert not any(isinstance(v, str) and token in v for v in row), table
     assert conn.execute("SELECT count(*) FROM api_tokens WHERE last_used_at IS NOT NULL").fetchone()[0] >= 1
     conn.close()
-    for path in tmp_path.glob("gw.db*"):
+    for path in tmp_path.glob("gw.db*"):  # the SQLite files, journal included
         assert token.encode() not in path.read_bytes()
     assert token not in "".join(gw.stdout + gw.stderr)
 

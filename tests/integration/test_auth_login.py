@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from tests.auth_servers import JwksServer, claims, public_jwk, rsa_key, sign
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, store_of
 from tests.upstream_server import UpstreamServer
 
 SECRET = "platform-jwt-secret-0123456789-abcdef"
@@ -21,6 +21,7 @@ CLIENT = "fastgw-client"
 IDP_KEY = rsa_key()
 ADMIN = "admin-token-0123456789"
 USER = "user-token-0123456789"
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 @pytest.fixture
@@ -32,7 +33,7 @@ def idp() -> Iterator[JwksServer]:
 
 def config(upstream: UpstreamServer, idp: JwksServer, tmp_path: Path, secret: str = SECRET) -> dict[str, Any]:
     return {
-        "store": f"sqlite:///{tmp_path / 'gw.db'}",
+        "store": store_of(tmp_path),
         "auth": {
             "tokens": [
                 {"token": ADMIN, "user_id": "root", "role": "admin"},

@@ -14,10 +14,12 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from fastgw.signing import sign
-from fastgw.store import Store
+from fastgw.store import open_store
 from fastgw.store.jobs import JobStore
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, store_of
 from tests.upstream_server import UpstreamServer
 
 T = TypeVar("T")
@@ -27,11 +29,12 @@ BOB = "bob-token-0123456789"
 SECRET = "backend-signing-secret"
 AS_ALICE = {"Authorization": f"Bearer {ALICE}"}
 AS_BOB = {"Authorization": f"Bearer {BOB}"}
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 def config(upstream: UpstreamServer, tmp_path: Path) -> dict[str, Any]:
     return {
-        "store": f"sqlite:///{tmp_path / 'gw.db'}",
+        "store": store_of(tmp_path),
         "auth": {
             "tokens": [
                 {"token": ALICE, "user_id": "alice", "role": "user"},
@@ -46,7 +49,7 @@ def config(upstream: UpstreamServer, tmp_path: Path) -> dict[str, Any]:
 
 def jobs_in(tmp_path: Path, fn: Callable[[JobStore], Coroutine[Any, Any, T]]) -> T:
     """Run ``fn`` against the gateway's store file, as another process would."""
-    store = Store(str(tmp_path / "gw.db"))
+    store = open_store(store_of(tmp_path))
     try:
         return asyncio.run(fn(JobStore(store)))
     finally:

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jwt
+import pytest
 
 from fastgw.signing import sign, sign_progress, verify_progress
 from fastgw.store.jobs import JobStore
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, store_of
 from tests.integration.test_requests_endpoints import jobs_in
 from tests.upstream_server import UpstreamServer
 
@@ -32,6 +33,7 @@ STATIC_ALICE = "static-alice-token-0123456789"
 STATIC_BOB = "static-bob-token-0123456789"
 JWT_SECRET = "requests-jwt-secret-0123456789-abcdef"
 SECRET = "requests-signing-secret-0123456789"
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 def jwt_for(subject: str) -> str:
@@ -45,7 +47,7 @@ def bearer(token: str) -> dict[str, str]:
 
 def config(upstream: UpstreamServer, tmp_path: Path) -> dict[str, Any]:
     return {
-        "store": f"sqlite:///{tmp_path / 'gw.db'}",
+        "store": store_of(tmp_path),
         "signing": {"secret": SECRET},
         "auth": {
             "tokens": [

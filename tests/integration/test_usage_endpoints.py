@@ -11,20 +11,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastgw.store import Store
+import pytest
+
+from fastgw.store import open_store
 from fastgw.store.usage import UsageRecord, UsageRecorder
-from tests.conftest import GatewayProcess
+from tests.conftest import GatewayProcess, store_of
 from tests.upstream_server import UpstreamServer
 
 ADMIN = "admin-token-0123456789"
 USER = "user-token-0123456789"
 USAGE_KEY = "usage-key-0123456789abcdef"
 ENDPOINTS = ("/v1/usage", "/v1/usage/daily", "/v1/usage/rollups")
+pytestmark = pytest.mark.usefixtures("store_url")
 
 
 def config(upstream: UpstreamServer, tmp_path: Path, usage_key: str = USAGE_KEY) -> dict[str, Any]:
     return {
-        "store": f"sqlite:///{tmp_path / 'gw.db'}",
+        "store": store_of(tmp_path),
         "auth": {
             "tokens": [
                 {"token": ADMIN, "user_id": "root", "role": "admin"},
@@ -39,7 +42,7 @@ def config(upstream: UpstreamServer, tmp_path: Path, usage_key: str = USAGE_KEY)
 
 def seed(tmp_path: Path, records: list[UsageRecord]) -> None:
     """Write rows into the gateway's store file and wait until they are committed."""
-    store = Store(str(tmp_path / "gw.db"))
+    store = open_store(store_of(tmp_path))
     recorder = UsageRecorder(store)
     for record in records:
         recorder.record(record)

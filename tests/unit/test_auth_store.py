@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from fastgw.auth.api_tokens import hash_token, issue
-from fastgw.store import AuditLog, Store, StoreError, connect
+from fastgw.store import AuditLog, StoreError, connect, open_store
 from fastgw.store import audit as audit_rows
 from fastgw.store import tokens as token_rows
-from fastgw.store.sqlite import MIGRATIONS, transaction
+from fastgw.store.db import transaction
+from fastgw.store.sqlite import MIGRATIONS
 
 
 def test_schema_is_created_in_wal_mode_and_reopens(tmp_path: Path) -> None:
@@ -69,7 +70,7 @@ def test_tokens_are_stored_hashed_and_revocation_bumps_the_revision(tmp_path: Pa
 
 
 def test_async_reads_writes_and_batched_entries(tmp_path: Path) -> None:
-    store = Store(str(tmp_path / "s.db"))
+    store = open_store(str(tmp_path / "s.db"))
 
     async def scenario() -> list[dict[str, object]]:
         log = AuditLog(store)
@@ -91,7 +92,7 @@ def test_async_reads_writes_and_batched_entries(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_store_used_before_fork_works_in_the_child(tmp_path: Path) -> None:
-    store = Store(str(tmp_path / "s.db"))
+    store = open_store(str(tmp_path / "s.db"))
     assert asyncio.run(store.read(token_rows.revision)) == 0
     with warnings.catch_warnings():  # 3.12+ warns about forking with threads; the store is built for it
         warnings.simplefilter("ignore", DeprecationWarning)

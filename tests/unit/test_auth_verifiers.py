@@ -15,9 +15,9 @@ from fastgw.auth.session import COOKIE_VALUE, SessionVerifier
 from fastgw.config import SessionConfig
 from fastgw.errors import LocalReply
 from fastgw.metrics import Metrics
-from fastgw.store import Store, connect
+from fastgw.store import connect, open_store
 from fastgw.store import tokens as token_rows
-from fastgw.store.sqlite import transaction
+from fastgw.store.db import transaction
 from tests.auth_servers import SessionServer
 
 
@@ -45,7 +45,7 @@ def test_api_token_cache_and_revocation_from_another_process(
         other,
         lambda c: issue(c, "fgw_", name="n", user_id="u1", role="admin", plan="p", app_key="a", scopes=["x"]),
     )
-    store = Store(path)
+    store = open_store(path)
     verifier = ApiTokenVerifier(store, "fgw_", Metrics())
 
     async def scenario() -> None:
@@ -77,7 +77,7 @@ def test_api_token_cache_and_revocation_from_another_process(
 
 
 def test_api_token_store_failure_is_503(tmp_path: Path) -> None:
-    store = Store(str(tmp_path / "no-such-dir" / "s.db"))
+    store = open_store(str(tmp_path / "no-such-dir" / "s.db"))
     verifier = ApiTokenVerifier(store, "fgw_", Metrics())
 
     async def scenario() -> None:

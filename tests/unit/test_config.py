@@ -762,9 +762,16 @@ def test_ordinary_injected_headers_are_kept() -> None:
 
 
 def test_store_and_redis_urls() -> None:
-    assert errors_of("store: postgres://db/gw") == [
-        "store: unsupported store 'postgres://db/gw': use sqlite:///relative.db or sqlite:////absolute/path.db"
+    assert errors_of("store: mysql://db/gw") == [
+        "store: unsupported store 'mysql://db/gw': use sqlite:///relative.db,"
+        " sqlite:////absolute/path.db or postgresql://user:password@host:port/dbname"
     ]
+    assert errors_of("store: postgresql://?sslmode=require") == [
+        "store: store 'postgresql://': name the host and the database"
+    ]
+    url = "postgresql://gw:pw@db:5432/gw?sslmode=require"
+    assert parse_config(f"store: '{url}'", {}).store == url
+    assert parse_config("store: postgres://db/gw", {}).store == "postgres://db/gw"
     assert errors_of("redis: http://cache:6379") == ["redis: expected a redis:// or rediss:// or unix:// URL"]
     assert parse_config("redis: redis://cache:6379/0", {}).redis == "redis://cache:6379/0"
 

@@ -3,31 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from fastgw.builtin.requests import response_headers, response_view
-from fastgw.store import Store, StoreError
+from fastgw.store import Store, StoreError, connect_store, open_store
 from fastgw.store.jobs import JobRecord, JobStore
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(str(tmp_path / "jobs.db"))
+def store(store_url: str) -> Iterator[Store]:
+    """The same tests on a SQLite file and on a PostgreSQL database."""
+    s = open_store(store_url)
     yield s
     s.close()
 
 
-def test_lifecycle_to_success(store: Store) -> None:
+def test_lifecycle_to_success(store: Store, store_url: str) -> None:
     jobs = JobStore(store)
 
     async def scenario() -> tuple[JobRecord | None, ...]:
         await jobs.create("job-1", "alice", "/api/x/invoke/async")
         # Durable when create returns: another connection (another worker) sees it at once.
-        conn = sqlite3.connect(store.path)
+        conn = connect_store(store_url)
         assert conn.execute("SELECT status FROM jobs WHERE request_id = 'job-1'").fetchone() == ("queued",)
         conn.close()
         queued = await jobs.get("job-1")

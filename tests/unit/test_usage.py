@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -17,7 +15,7 @@ from tornado.httputil import HTTPHeaders
 from fastgw.builtin import BuiltinRequest
 from fastgw.builtin.usage import window_hours
 from fastgw.errors import LocalReply
-from fastgw.store import Store
+from fastgw.store import Store, open_store
 from fastgw.store.usage import RETENTION_DAYS, UsageRecord, UsageRecorder
 
 HOUR = 3600.0
@@ -33,8 +31,9 @@ def date(days_ago: int) -> str:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(str(tmp_path / "usage.db"))
+def store(store_url: str) -> Iterator[Store]:
+    """The same tests on a SQLite file and on a PostgreSQL database."""
+    s = open_store(store_url)
     yield s
     s.close()
 
@@ -78,11 +77,7 @@ def plain(obj: Any) -> Any:
 
 
 def count_rows(store: Store) -> int:
-    conn = sqlite3.connect(store.path)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0])
-    finally:
-        conn.close()
+    return int(asyncio.run(store.read(lambda conn: conn.execute("SELECT COUNT(*) FROM usage").fetchone()[0])))
 
 
 def test_summary_counts_only_the_window(store: Store) -> None:
