@@ -35,10 +35,12 @@ MODELS = [None, None, "gpt-4o", "mini", "llama"]
 
 
 def records(rows: int, now: float) -> list[UsageRecord]:
+    """``rows`` records over the last 90 days, oldest first, as traffic writes them."""
     rng = random.Random(7)
+    stamps = sorted(now - rng.random() * 90 * DAY for _ in range(rows))
     return [
         UsageRecord(
-            ts=now - rng.random() * 90 * DAY,
+            ts=ts,
             route=rng.choice(ROUTES),
             upstream=f"svc{rng.randrange(4)}",
             method="GET",
@@ -49,7 +51,7 @@ def records(rows: int, now: float) -> list[UsageRecord]:
             input_tokens=rng.randrange(500),
             output_tokens=rng.randrange(500),
         )
-        for _ in range(rows)
+        for ts in stamps
     ]
 
 
