@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .access_log import utc_timestamp
 from .auth.principal import Principal
@@ -37,6 +37,7 @@ from .proxy import UpstreamCall
 from .routing import PathError, normalize_path, rewrite_path
 from .speedups import RequestHead
 from .sse import SseKeepalive
+from .static_route import StaticSite, redirect_location, serve_static
 from .store import StoreError
 from .upstream.pool import Target, Upstream
 from .websocket import WebSocketTunnel, handshake_problem, wants_upgrade
@@ -94,6 +95,7 @@ class Exchange:
     sniffer: UsageSniffer | None = None
     keepalive: SseKeepalive | None = None
     model: str | None = None
+    tail = ""  # the path below a wildcard route's literal prefix
     input_tokens = 0
     output_tokens = 0
     pending: tuple[int, bytes, tuple[tuple[str, str], ...], bool] | None = None
@@ -226,7 +228,8 @@ class Exchange:
         self.body_limit = route.body_limit
         if self.content_length > route.body_limit:
             raise LocalReply("PAYLOAD_TOO_LARGE", "Request body too large")
-        if route.upstream is None:
+        self.tail = path[tail_start:]
+        if route.upstream is None and route.site is None and rc.redirect is None:
             raise LocalReply("NOT_FOUND", "No route matches this path")
         if rc.websocket and wants_upgrade(self.headers):
             problem = handshake_problem(method, "HTTP/1.0" if self.http10 else "HTTP/1.1", self.headers)
@@ -262,6 +265,14 @@ class Exchange:
             return None
         route = self.route
         assert route is not None
+        if route.site is not None:
+            self._spawn(self._serve_static(route.site))
+            return None
+        redirect = route.config.redirect
+        if redirect is not None:
+            location = redirect_location(redirect, self.tail, self.query)
+            self._answer(redirect.status, b"", (("Location", location), ("Content-Length", "0")))
+            return None
         if route.buffered:
             # Routes that sign, verify or rewrite the body need all of it: collect it, up to
             # the body limit, and forward in finish().
@@ -321,6 +332,37 @@ class Exchange:
         pending = self._open(body)
         if pending is not None:
             self._spawn(_awaited(pending))
+
+    async def _serve_static(self, site: StaticSite) -> None:
+        try:
+            await serve_static(self, site, self.tail)
+        except LocalReply as reply:
+            self.respond_error(reply)
+
+    async def send_local(
+        self, status: int, headers: list[tuple[str, str]], body: BinaryIO | None, chunk: int = 65536
+    ) -> None:
+        """Stream an answer of the gateway's own (a static file): the head, then ``body`` read
+        ``chunk`` bytes at a time, each after the client took the one before."""
+        if self.done:
+            return
+        self.pending = None
+        if self.limit_headers:
+            headers = [*headers, *self.limit_headers]
+        self.status = status
+        self.response_started = True
+        conn = self.conn
+        conn.send_head(status, headers, True)
+        while body is not None and (data := body.read(chunk)):
+            self.bytes_sent += len(data)
+            drained = conn.write(data)
+            if drained is not None:
+                await drained
+            if self.done or conn.closed:
+                return  # the client went away (on_connection_close completed the exchange)
+        self.response_complete = True
+        conn.finish()
+        self.complete()
 
     async def _submit_job(self, body: bytes) -> None:
         """``async: true``: queue the upstream call and answer 202 with where to look for it."""

@@ -23,6 +23,7 @@ from .pipeline import Pipeline
 from .ratelimit import Limiter
 from .ratelimit.local import Policy
 from .routing import RouteSpec, RouteTable
+from .static_route import StaticSite
 from .store import AuditLog, Store, open_store
 from .store.jobs import JobStore
 from .store.usage import UsageRecorder
@@ -47,6 +48,7 @@ class Route:
     drop_with_authorization: frozenset[str]  # ... and Authorization, once the gateway consumed it
     rate_policies: tuple[Policy, ...]  # global and the route's own, resolved at load
     pipeline: Pipeline
+    site: StaticSite | None = None  # a static route's files (SPEC 13.3)
 
 
 class Gateway:
@@ -165,6 +167,7 @@ class Gateway:
             drop | {"authorization"},
             policies,
             pipeline,
+            StaticSite.of(rc.static) if rc.static is not None else None,
         )
 
     def _take_connections_from(self, old: Gateway) -> None:

@@ -362,10 +362,28 @@ class TransformConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     headers: HeaderTransform = msgspec.field(default_factory=HeaderTransform)
 
 
+class StaticConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A route that serves files under ``root`` itself (SPEC 13.3)."""
+
+    root: NonEmpty
+    index: NonEmpty = "index.html"
+    spa: bool = False
+    max_age: Duration = 0.0
+
+
+class RedirectConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A route that answers with a redirect; ``to`` may end in ``*`` for the matched tail."""
+
+    to: NonEmpty
+    status: Literal[301, 302, 307, 308] = 302
+
+
 class RouteConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     path: str
     methods: list[Method] | None = None  # upper-cased; None = every method
     upstream: str | None = None
+    static: StaticConfig | None = None
+    redirect: RedirectConfig | None = None
     auth: Literal["required", "optional", "none", "hmac"] = "required"
     hmac: HmacConfig | None = None
     roles: list[str] = []

@@ -7,6 +7,7 @@ Names are compared against ``Known`` (taken from the raw data when a section is 
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from collections.abc import Callable, Iterator
 
@@ -109,8 +110,27 @@ def _check_routes(cfg: Config, route_at: list[int], known: Known) -> Iterator[Is
         yield from ((f"{at}.{key}", message) for key, message in _route_problems(route, cfg.signing, known))
 
 
+_UPSTREAM_ONLY = ("websocket", "async_", "llm", "sign", "rewrite", "strip_prefix", "namespace", "transform")
+
+
+def _terminal_problems(route: RouteConfig) -> Iterator[Issue]:
+    """A ``static`` or ``redirect`` route answers itself: no upstream, nothing to forward."""
+    key = "static" if route.static is not None else "redirect"
+    if route.static is not None and route.redirect is not None:
+        yield "redirect", "cannot be combined with static"
+    if route.upstream is not None:
+        yield "upstream", f"cannot be combined with {key}"
+    for name in _UPSTREAM_ONLY:
+        if getattr(route, name) not in (False, None):
+            yield name.rstrip("_"), f"cannot be combined with {key} (nothing is forwarded)"
+    if route.static is not None and not os.path.isdir(route.static.root):
+        yield "static.root", f"not a directory: {route.static.root!r}"
+
+
 def _route_problems(route: RouteConfig, signing: SigningConfig | None, known: Known) -> Iterator[Issue]:
-    if route.upstream is None:
+    if route.static is not None or route.redirect is not None:
+        yield from _terminal_problems(route)
+    elif route.upstream is None:
         if route.path not in BUILTIN_PATHS:
             yield "upstream", "missing (only built-in endpoints may leave it out)"
     elif route.upstream not in known.upstreams:
