@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import BuiltinEndpoints, api_tokens, audit, login, me, requests, usage
+from . import BuiltinEndpoints, api_tokens, audit, login, me, openapi, requests, usage
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -19,4 +19,5 @@ BUILTIN_MODULES: tuple[Register, ...] = (
     login.register,
     usage.register,
     requests.register,
+    openapi.register,
 )

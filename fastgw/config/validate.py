@@ -31,6 +31,7 @@ BUILTIN_PATHS: frozenset[str] = frozenset(
         "/requests/{id}/status",
         "/requests/{id}/result",
         "/requests/{id}/progress",
+        "/openapi.json",
     }
 )
 
