@@ -30,6 +30,7 @@ class AccessRecord(msgspec.Struct, gc=False):  # only str/int/float/None fields:
     durationMs: float  # noqa: N815
     upstream: str | None
     userId: str | None  # noqa: N815
+    traceId: str = ""  # noqa: N815 - the W3C trace id (SPEC 13.6)
 
 
 _encoder = msgspec.json.Encoder()

@@ -39,6 +39,7 @@ from .speedups import RequestHead
 from .sse import SseKeepalive
 from .static_route import StaticSite, redirect_location, serve_static
 from .store import StoreError
+from .tracing import gateway_span
 from .upstream.pool import Target, Upstream
 from .websocket import WebSocketTunnel, handshake_problem, wants_upgrade
 
@@ -76,6 +77,8 @@ class Exchange:
     forward_path = ""
     forward_query = ""
     request_id = ""
+    trace_id = ""
+    traceparent = ""
     http10 = False
     headers = Headers()
     content_length = -1
@@ -134,6 +137,7 @@ class Exchange:
         self.http10 = head.version == 10
         self.headers = headers
         self.request_id = request_id_from(headers.get("X-Request-Id"))
+        self.trace_id, self.traceparent = gateway_span(headers.get("traceparent"))
         self.content_length = head.content_length
         self.has_body = head.chunked or head.content_length > 0
         if gw.trusted_proxies:
@@ -347,8 +351,7 @@ class Exchange:
         if self.done:
             return
         self.pending = None
-        if self.limit_headers:
-            headers = [*headers, *self.limit_headers]
+        headers = [*headers, ("traceparent", self.traceparent), *self.limit_headers]
         self.status = status
         self.response_started = True
         conn = self.conn
@@ -490,6 +493,8 @@ class Exchange:
                 ("Content-Length", str(len(body))),
                 ("X-Request-Id", self.request_id),
             ]
+        if self.traceparent:
+            headers.append(("traceparent", self.traceparent))
         if self.limit_headers:
             headers.extend(self.limit_headers)
         if extra:

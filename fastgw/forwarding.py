@@ -71,6 +71,7 @@ _REPLACED_OR_DANGEROUS = (
             "content-length",
             "expect",
             "x-request-id",
+            "traceparent",
             "http2-settings",
             "x-http-method-override",
             "x-http-method",
@@ -128,7 +129,7 @@ def request_id_from(value: str | None) -> str:
 # workers never repeat each other's (or the parent's) sequence.
 _rng = random.Random()
 os.register_at_fork(after_in_child=_rng.seed)
-_getrandbits = _rng.getrandbits
+_getrandbits = random_bits = _rng.getrandbits
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version nibble, variant bits
 _UUID4_SET = (0x4 << 76) | (0x2 << 62)  # version 4, variant 10 (RFC 9562)
 
@@ -189,6 +190,7 @@ def upstream_request_head(
     forwarded_port: str,
     forwarded: str,
     request_id: str,
+    traceparent: str,
     extra: Iterable[tuple[str, str]],
     framing: str,
 ) -> bytes:
@@ -216,7 +218,7 @@ def upstream_request_head(
     lines.append(
         f"X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {forwarded_proto}\r\n"
         f"X-Forwarded-Host: {forwarded_host}\r\nX-Forwarded-Port: {forwarded_port}\r\n"
-        f"Forwarded: {forwarded}\r\nX-Request-Id: {request_id}\r\n"
+        f"Forwarded: {forwarded}\r\nX-Request-Id: {request_id}\r\ntraceparent: {traceparent}\r\n"
     )
     for name, value in extra:
         lines.append(f"{name}: {value}\r\n")
@@ -226,11 +228,11 @@ def upstream_request_head(
     return "".join(lines).encode("latin-1")
 
 
-_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-request-id"}
+_HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-request-id", b"traceparent"}
 
 
 def client_response_headers(
-    upstream_headers: list[tuple[bytes, bytes]], request_id: str
+    upstream_headers: list[tuple[bytes, bytes]], request_id: str, traceparent: str
 ) -> tuple[list[tuple[str, str]], bool, str]:
     """Headers relayed to the client, whether the upstream framed the body by length, and the
     response's Content-Type ("" when absent)."""
@@ -252,6 +254,7 @@ def client_response_headers(
             content_type = text
         out.append((name.decode("latin-1"), text))
     out.append(("X-Request-Id", request_id))
+    out.append(("traceparent", traceparent))
     return out, has_length, content_type
 
 

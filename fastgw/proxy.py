@@ -204,6 +204,7 @@ class UpstreamCall:
             forwarded_port=port,
             forwarded=forwarded,
             request_id=ex.request_id,
+            traceparent=ex.traceparent,
             extra=extra,
             framing=self._framing(body),
         )
@@ -243,7 +244,7 @@ class UpstreamCall:
             self._switch_protocols(headers)
             return
         self.last_activity = time.monotonic()
-        out, has_length, content_type = client_response_headers(headers, ex.request_id)
+        out, has_length, content_type = client_response_headers(headers, ex.request_id, ex.traceparent)
         if ex.limit_headers:
             out.extend(ex.limit_headers)
         ex.status = status

@@ -88,5 +88,6 @@ class AccessLogging(Filter):
                 durationMs=round(ex.elapsed * 1000, 3),
                 upstream=upstream.name if upstream is not None else None,
                 userId=ex.user_id,
+                traceId=ex.trace_id,
             )
         )

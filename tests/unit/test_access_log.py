@@ -15,7 +15,10 @@ import pytest
 from fastgw import access_log as access_log_module
 from fastgw.access_log import AccessLog, AccessRecord, utc_timestamp
 
-FIELDS = {"ts", "requestId", "method", "route", "path", "status", "bytes", "durationMs", "upstream", "userId"}
+FIELDS = {
+    "ts", "requestId", "method", "route", "path", "status", "bytes", "durationMs", "upstream", "userId",
+    "traceId",
+}  # fmt: skip
 
 
 class CountingOut(io.BytesIO):
