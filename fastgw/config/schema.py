@@ -201,6 +201,7 @@ class TLSConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     listen: ListenAddr = "0.0.0.0:8080"
     openapi: Literal["admin", "public"] = "admin"  # who may read /openapi.json (SPEC 13.6)
+    production: bool = False  # refuse weak secrets (config/production.py)
     workers: NonNegative = 1  # 0 = one process per core
     metrics_listen: ListenAddr | None = "127.0.0.1:9090"
     body_limit: Size = 1024 * 1024

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 from .convert import Known, fields_of
 from .issues import Issue
+from .production import production_problems
 from .schema import AuthConfig, Config, IdentityHeaders, RouteConfig, SigningConfig
 
 __all__ = ["BUILTIN_PATHS", "check_config"]
@@ -37,6 +38,7 @@ BUILTIN_PATHS: frozenset[str] = frozenset(
 
 
 def check_config(cfg: Config, route_at: list[int], known: Known) -> Iterator[Issue]:
+    yield from production_problems(cfg)
     tls = cfg.server.tls
     if tls is not None and tls.require_client_cert and not tls.client_ca:
         yield "server.tls.require_client_cert", "needs server.tls.client_ca"

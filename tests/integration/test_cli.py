@@ -147,3 +147,40 @@ def test_demo_serves_its_printed_curl_lines(tmp_path: Path) -> None:
         stderr.close()
     assert b"Traceback" not in (tmp_path / "stderr.log").read_bytes()
     assert list(workdir.iterdir()) == []  # the demo needs no files and leaves none
+
+
+PRODUCTION_CONFIG = """
+server: {{production: {production}}}
+signing: {{secret: {signing}}}
+auth:
+  usage_key: dev-secret-change-me
+  tokens: [{{token: short-token, user_id: u}}]
+  jwt: {{secret: {jwt}, leeway: 1h}}
+upstreams: {{a: {{targets: ['http://127.0.0.1:9']}}}}
+routes:
+  - {{path: /hook, upstream: a, auth: hmac, hmac: {{secret: changeme}}}}
+"""
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_production_refuses_weak_secrets_without_showing_them(tmp_path: Path, command: str) -> None:
+    strong = "s" * 40
+    cfg = tmp_path / "prod.yaml"
+    cfg.write_text(PRODUCTION_CONFIG.format(production="true", signing="short-signing-secret", jwt=strong))
+    result = fastgw(command, "-c", str(cfg))
+    assert result.returncode == 1
+    shown = (result.stdout + result.stderr).decode()
+    for line in (
+        "signing.secret: is shorter than 32 bytes (server.production is on)",
+        "auth.usage_key: is a well-known placeholder (server.production is on)",
+        "auth.tokens[0].token: is shorter than 32 bytes",
+        "routes[0].hmac.secret: is a well-known placeholder",
+        "auth.jwt.leeway: more than 300 s defeats exp enforcement",
+    ):
+        assert line in shown, shown
+    assert "auth.jwt.secret" not in shown  # 40 bytes, not a placeholder
+    for secret in ("short-signing-secret", "dev-secret-change-me", "short-token", "changeme", strong):
+        assert secret not in shown
+    # The same file without production: accepted.
+    cfg.write_text(PRODUCTION_CONFIG.format(production="false", signing="short-signing-secret", jwt=strong))
+    assert fastgw("check", "-c", str(cfg)).returncode == 0
