@@ -27,6 +27,7 @@ from .static_route import StaticSite
 from .store import AuditLog, Store, open_store
 from .store.jobs import JobStore
 from .store.usage import UsageRecorder
+from .upstream.oauth2 import ClientCredentials
 from .upstream.pool import Upstream
 
 
@@ -86,6 +87,17 @@ class Gateway:
             )
             for name, u in config.upstreams.items()
         }
+        # OAuth2 client credentials per upstream; a reload keeps a cached token if unchanged.
+        before = previous.upstream_tokens if previous is not None else {}
+        self.upstream_tokens: dict[str, ClientCredentials] = {}
+        for name, u in config.upstreams.items():
+            if u.oauth2 is not None:
+                kept = before.get(name)
+                self.upstream_tokens[name] = (
+                    kept
+                    if kept is not None and kept.config == u.oauth2
+                    else ClientCredentials(name, u.oauth2)
+                )
         ids = config.identity_headers
         self.identity_header_pairs = (ids.user_id, ids.role, ids.app_key, ids.plan, ids.scopes)
         self.identity_header_names = frozenset(h.lower() for h in self.identity_header_pairs)
@@ -153,6 +165,8 @@ class Gateway:
         buffered = pipeline.needs_body or rc.async_
         header_drop, header_add = transform_headers(transform) if transform else (frozenset(), ())
         injected = frozenset(name.lower() for name, _ in upstream.extra_headers) if upstream else frozenset()
+        if rc.upstream in self.upstream_tokens:
+            injected |= {"authorization"}  # replaced by the upstream's own token
         drop = self.identity_header_names | header_drop | injected
         return Route(
             rc.path,

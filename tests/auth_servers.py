@@ -1,4 +1,5 @@
-"""Real identity services for the auth tests: a JWKS endpoint and a session-verify endpoint.
+"""Real identity services for the auth tests: a JWKS endpoint, a session-verify endpoint and an
+OAuth 2.0 token endpoint (client credentials).
 
 Both are threaded ``http.server`` instances on 127.0.0.1 that count what they are asked, so the
 tests can check how often the gateway calls them. Keys are generated with ``cryptography``.
@@ -90,6 +91,8 @@ class _Server:
                 self.end_headers()
                 self.wfile.write(body)
 
+            do_POST = do_GET  # noqa: N815 - http.server naming
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -176,3 +179,47 @@ class SessionServer(_Server):
         if user is None:
             return 200, b"null"
         return 200, json.dumps({"session": {"id": "s1", "userId": user["id"]}, "user": user}).encode()
+
+
+class TokenServer(_Server):
+    """An OAuth 2.0 token endpoint: client credentials with HTTP Basic, one token per request.
+
+    ``delay`` holds each answer (to gather concurrent callers), ``status`` other than 200 fails
+    them, ``expires_in`` is what it grants.
+    """
+
+    def __init__(self, client_id: str, client_secret: str, expires_in: float = 3600) -> None:
+        super().__init__()
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.expires_in = expires_in
+        self.delay = 0.0
+        self.status = 200
+        self.issued: list[str] = []
+        self.forms: list[dict[str, list[str]]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/oauth/token"
+
+    def answer(self, handler: BaseHTTPRequestHandler) -> tuple[int, bytes]:
+        from urllib.parse import parse_qs
+
+        length = int(handler.headers.get("Content-Length") or 0)
+        form = parse_qs(handler.rfile.read(length).decode())
+        expected = "Basic " + base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+        time.sleep(self.delay)
+        with self.lock:
+            self.forms.append(form)
+            if handler.command != "POST" or handler.headers.get("Authorization") != expected:
+                return 401, b'{"error": "invalid_client"}'
+            if form.get("grant_type") != ["client_credentials"]:
+                return 400, b'{"error": "unsupported_grant_type"}'
+            if self.status != 200:
+                return self.status, b'{"error": "temporarily_unavailable"}'
+            nonce = hashlib.sha256(str(time.time()).encode()).hexdigest()[:12]
+            token = f"upstream-access-{len(self.issued)}-{nonce}"
+            self.issued.append(token)
+            return 200, json.dumps(
+                {"access_token": token, "token_type": "Bearer", "expires_in": self.expires_in}
+            ).encode()

@@ -1,4 +1,5 @@
-"""Outgoing HTTP for authentication (JWKS documents, session checks), never blocking the loop.
+"""Outgoing HTTP for authentication (JWKS documents, session checks, upstream OAuth2 tokens),
+never blocking the loop.
 
 PyJWT's own JWKS client fetches with ``urllib`` on the calling thread; on an event loop that
 would stall every request for up to its timeout. This uses Tornado's asynchronous client with
@@ -33,9 +34,22 @@ async def get(
     url: str, headers: dict[str, str], connect_timeout: float, request_timeout: float
 ) -> tuple[int, bytes]:
     """``GET url`` -> (status, body). Non-2xx statuses are returned; transport failures raise."""
+    return await fetch("GET", url, headers, None, connect_timeout, request_timeout)
+
+
+async def fetch(
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    body: bytes | None,
+    connect_timeout: float,
+    request_timeout: float,
+) -> tuple[int, bytes]:
+    """``method url`` -> (status, body), as ``get``."""
     request = HTTPRequest(
         url,
-        method="GET",
+        method=method,
+        body=body,
         headers={"Accept": "application/json", **headers},
         follow_redirects=False,
         connect_timeout=connect_timeout,

@@ -298,6 +298,16 @@ class CircuitConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     cooldown: Duration = 10.0
 
 
+class OAuth2Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Client-credentials grant for an upstream's Authorization (SPEC 13.5)."""
+
+    token_url: HttpUrl
+    client_id: NonEmpty
+    client_secret: NonEmpty
+    scope: str | None = None
+    audience: str | None = None
+
+
 class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     targets: list[TargetUrl]
     balance: Literal["round_robin", "least_conn"] = "round_robin"
@@ -307,6 +317,7 @@ class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     max_connections: Count = 512
     circuit: CircuitConfig = msgspec.field(default_factory=CircuitConfig)
     headers: dict[InjectedToken, HeaderValue] = {}
+    oauth2: OAuth2Config | None = None
 
 
 class RateLimitPolicy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -17,6 +17,7 @@ from .limits import Quota, RateLimit
 from .llm import OpenAIUsage
 from .sign import Sign
 from .sse import SseKeepaliveFilter
+from .upstream_token import UpstreamToken
 
 if TYPE_CHECKING:
     from ..config import RouteConfig
@@ -51,6 +52,9 @@ def route_pipeline(
         filters.append(SseKeepaliveFilter(rc.sse_keepalive))
     if rc.auth in ("required", "optional"):
         filters.append(IdentityHeaders(gw.identity_header_pairs))
+    token_source = gw.upstream_tokens.get(rc.upstream or "")
+    if token_source is not None:
+        filters.append(UpstreamToken(token_source))
     if rc.sign and gw.signing_secret is not None:
         filters.append(Sign(gw.signing_secret))
     filters.extend(completion_filters(gw, rc.path, has_upstream))
