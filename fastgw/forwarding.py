@@ -258,6 +258,17 @@ def client_response_headers(
     return out, has_length, content_type
 
 
+_SECRET_PARAMS = frozenset({"token", "key"})
+
+
+def loggable_query(query: str) -> str:
+    """The query string fit for the access log: without ``token`` (a credential on query-token
+    routes) or ``key`` (the dashboard's usage key, and many APIs' key parameter)."""
+    if "token" not in query and "key" not in query:
+        return query
+    return "&".join(p for p in query.split("&") if unquote_plus(p.partition("=")[0]) not in _SECRET_PARAMS)
+
+
 def without_token_param(query: str) -> str:
     """The query string minus any ``token`` parameter (never logged, never forwarded)."""
     if "token" not in query:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import BuiltinEndpoints, api_tokens, audit, login, me, openapi, requests, usage
+from . import BuiltinEndpoints, api_tokens, audit, dashboard, login, me, openapi, requests, usage
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -20,4 +20,5 @@ BUILTIN_MODULES: tuple[Register, ...] = (
     usage.register,
     requests.register,
     openapi.register,
+    dashboard.register,
 )

@@ -34,6 +34,13 @@ def _matches(candidate: str, key: str) -> bool:
     return hmac.compare_digest(candidate.encode("latin-1", "replace"), key.encode("utf-8"))
 
 
+def key_matches(gateway: Gateway, candidate: str) -> bool:
+    """Whether ``candidate`` (a query value, already decoded) is the configured usage key; an
+    empty ``usage_key`` matches nothing."""
+    key = gateway.config.auth.usage_key or ""
+    return bool(key) and hmac.compare_digest(candidate.encode("utf-8", "replace"), key.encode("utf-8"))
+
+
 def _bearer(value: str) -> str | None:
     scheme, _, token = value.strip().partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None

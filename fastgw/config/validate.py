@@ -33,6 +33,7 @@ BUILTIN_PATHS: frozenset[str] = frozenset(
         "/requests/{id}/result",
         "/requests/{id}/progress",
         "/openapi.json",
+        "/dashboard",
     }
 )
 

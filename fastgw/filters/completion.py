@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..access_log import AccessLog, AccessRecord, utc_timestamp
-from ..forwarding import without_token_param
+from ..forwarding import loggable_query
 from ..metrics import Metrics
 from ..pipeline import Filter
 from ..store.usage import UsageRecord, UsageRecorder
@@ -72,7 +72,7 @@ class AccessLogging(Filter):
             return
         path = ex.path
         if ex.query:
-            query = without_token_param(ex.query)
+            query = loggable_query(ex.query)
             if query:
                 path = f"{path}?{query}"
         upstream = ex.upstream
