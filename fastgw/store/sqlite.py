@@ -8,6 +8,7 @@ queries; this module opens the file and keeps its schema current.
 from __future__ import annotations
 
 import sqlite3
+import time
 
 from .db import IntegrityError, StoreError, StoreUnavailable
 
@@ -95,9 +96,7 @@ def connect(path: str, busy_timeout: float = 5.0) -> sqlite3.Connection:
     try:
         # busy_timeout first: switching to WAL needs a lock another process may hold briefly.
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        _migrate(conn)
+        _prepare(conn, time.monotonic() + busy_timeout)
     except StoreError:
         conn.close()
         raise
@@ -105,6 +104,22 @@ def connect(path: str, busy_timeout: float = 5.0) -> sqlite3.Connection:
         conn.close()
         raise StoreError(f"cannot prepare the store {path!r}: {exc}") from None
     return conn
+
+
+def _prepare(conn: sqlite3.Connection, deadline: float) -> None:
+    """WAL mode and the schema. Two processes preparing a new file at once can deadlock on its
+    locks, which SQLite reports at once as "database is locked" instead of waiting: retried
+    until ``deadline``."""
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            _migrate(conn)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
@@ -122,7 +137,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
 
 

@@ -7,6 +7,7 @@ import os
 import sqlite3
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,3 +110,33 @@ def test_store_used_before_fork_works_in_the_child(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert [e["action"] for e in asyncio.run(AuditLog(store).recent(5))] == ["forked"]
     store.close()
+
+
+def _open_and_close(path: str, results: Any) -> None:
+    try:
+        connect(path).close()
+        results.put("ok")
+    except Exception as exc:  # reported to the parent
+        results.put(repr(exc))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_processes_preparing_a_new_file_together_all_succeed(tmp_path: Path) -> None:
+    """Two processes switching a new file to WAL at once can deadlock on its locks; SQLite says
+    "database is locked" at once, without waiting, and connect must retry rather than fail."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    outcomes = []
+    with warnings.catch_warnings():  # 3.12+ warns about forking with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for round_ in range(15):
+            path = str(tmp_path / f"race-{round_}.db")
+            results = context.Queue()
+            procs = [context.Process(target=_open_and_close, args=(path, results)) for _ in range(4)]
+            for proc in procs:
+                proc.start()
+            for proc in procs:
+                proc.join(30)
+            outcomes.extend(results.get(timeout=5) for _ in procs)
+    assert outcomes == ["ok"] * len(outcomes)
