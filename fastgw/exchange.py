@@ -99,6 +99,8 @@ class Exchange:
     keepalive: SseKeepalive | None = None
     model: str | None = None
     tail = ""  # the path below a wildcard route's literal prefix
+    cache_state: Any = None  # filters/cache.py's view of this exchange
+    response_headers: list[tuple[str, str]] = []  # relayed to the client (set when the upstream answers)
     input_tokens = 0
     output_tokens = 0
     pending: tuple[int, bytes, tuple[tuple[str, str], ...], bool] | None = None
@@ -265,7 +267,7 @@ class Exchange:
             await work
 
     def _after_request_hooks(self) -> Awaitable[None] | None:
-        if self.done:
+        if self.done or self.pending is not None:  # answered by a filter (a cache hit)
             return None
         route = self.route
         assert route is not None
@@ -467,6 +469,10 @@ class Exchange:
             self.respond(status, body, headers, True)
         else:
             self.pending = (status, body, headers, False)
+
+    def answer_cached(self, status: int, body: bytes, headers: tuple[tuple[str, str], ...]) -> None:
+        """Answer from the response cache (from a request hook): no upstream is opened."""
+        self._answer(status, body, headers)
 
     def _answer_error(self, reply: LocalReply) -> None:
         self._answer(

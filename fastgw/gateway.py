@@ -14,6 +14,7 @@ from .auth.factory import build_authenticator, take_auth_state
 from .body_rewrite import transform_headers
 from .builtin import BuiltinEndpoints
 from .builtin.registry import BUILTIN_MODULES
+from .cache import ResponseCache
 from .config import Config, RouteConfig
 from .filters import local_pipeline, route_pipeline
 from .forwarding import Network, parse_networks
@@ -87,6 +88,12 @@ class Gateway:
             )
             for name, u in config.upstreams.items()
         }
+        capacity = config.server.cache_memory
+        self.response_cache: ResponseCache
+        if previous is not None and previous.response_cache.capacity == capacity:
+            self.response_cache = previous.response_cache  # a reload keeps what is cached
+        else:
+            self.response_cache = ResponseCache(capacity)
         # OAuth2 client credentials per upstream; a reload keeps a cached token if unchanged.
         before = previous.upstream_tokens if previous is not None else {}
         self.upstream_tokens: dict[str, ClientCredentials] = {}

@@ -158,6 +158,9 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.cache_requests = BoundCounter(
+            "fastgw_cache_requests_total", "Requests on cache: routes", ["route", "result"], registry=r
+        )
         self.store_writes_dropped = Counter(
             "fastgw_store_writes_dropped_total",
             "Queued store writes (usage rows, audit entries) given up: the store was unreachable"

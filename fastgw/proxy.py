@@ -247,6 +247,7 @@ class UpstreamCall:
         out, has_length, content_type = client_response_headers(headers, ex.request_id, ex.traceparent)
         if ex.limit_headers:
             out.extend(ex.limit_headers)
+        ex.response_headers = out
         ex.status = status
         ex.response_started = True
         ex.conn.send_head(status, out, has_length)

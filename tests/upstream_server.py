@@ -25,6 +25,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 
 @dataclass
@@ -219,8 +220,11 @@ class UpstreamServer:
                 "bodyBytes": len(req.body),
             }
         ).encode()
+        extra = ""
+        if "cc=" in req.target:  # ?cc=<Cache-Control value>, for the response cache tests
+            extra = f"Cache-Control: {unquote(req.target.split('cc=', 1)[1].split('&')[0])}\r\n"
         head = (
-            f"HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\n{extra}"
             f"Content-Length: {len(body)}\r\nConnection: keep-alive, X-Upstream-Hop\r\n"
             f"X-Upstream-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Upstream: yes\r\n\r\n"
         ).encode()

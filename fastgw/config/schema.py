@@ -202,6 +202,7 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     listen: ListenAddr = "0.0.0.0:8080"
     openapi: Literal["admin", "public"] = "admin"  # who may read /openapi.json (SPEC 13.6)
     production: bool = False  # refuse weak secrets (config/production.py)
+    cache_memory: Size = 64 * 1024 * 1024  # all cache: routes together, per process
     workers: NonNegative = 1  # 0 = one process per core
     metrics_listen: ListenAddr | None = "127.0.0.1:9090"
     body_limit: Size = 1024 * 1024
@@ -391,12 +392,22 @@ class RedirectConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     status: Literal[301, 302, 307, 308] = 302
 
 
+class CacheConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Responses of a route kept in memory (SPEC 13.3)."""
+
+    ttl: PositiveDuration = 900.0
+    vary: list[HeaderName] = []
+    max_entry: Size = 1024 * 1024
+    shared: bool = False
+
+
 class RouteConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     path: str
     methods: list[Method] | None = None  # upper-cased; None = every method
     upstream: str | None = None
     static: StaticConfig | None = None
     redirect: RedirectConfig | None = None
+    cache: CacheConfig | None = None
     auth: Literal["required", "optional", "none", "hmac"] = "required"
     hmac: HmacConfig | None = None
     roles: list[str] = []

@@ -114,7 +114,9 @@ def _check_routes(cfg: Config, route_at: list[int], known: Known) -> Iterator[Is
         yield from ((f"{at}.{key}", message) for key, message in _route_problems(route, cfg.signing, known))
 
 
-_UPSTREAM_ONLY = ("websocket", "async_", "llm", "sign", "rewrite", "strip_prefix", "namespace", "transform")
+_UPSTREAM_ONLY = (
+    "websocket", "async_", "llm", "sign", "rewrite", "strip_prefix", "namespace", "transform", "cache"
+)  # fmt: skip
 
 
 def _terminal_problems(route: RouteConfig) -> Iterator[Issue]:
@@ -132,6 +134,10 @@ def _terminal_problems(route: RouteConfig) -> Iterator[Issue]:
 
 
 def _route_problems(route: RouteConfig, signing: SigningConfig | None, known: Known) -> Iterator[Issue]:
+    if route.cache is not None:
+        for name in ("websocket", "async_", "llm"):
+            if getattr(route, name):
+                yield "cache", f"cannot be combined with {name.rstrip('_')}"
     if route.static is not None or route.redirect is not None:
         yield from _terminal_problems(route)
     elif route.upstream is None:

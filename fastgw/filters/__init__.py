@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ..pipeline import Filter, Pipeline
 from .auth import Authenticate, Authorize
 from .body import Namespace, NamespaceFields, Transform, WebhookVerify
+from .cache import ResponseCaching
 from .completion import AccessLogging, RequestMetrics, UsageRecording
 from .identity import IdentityHeaders
 from .limits import Quota, RateLimit
@@ -52,6 +53,10 @@ def route_pipeline(
         filters.append(SseKeepaliveFilter(rc.sse_keepalive))
     if rc.auth in ("required", "optional"):
         filters.append(IdentityHeaders(gw.identity_header_pairs))
+    if rc.cache is not None and has_upstream:
+        per_user = rc.auth in ("required", "optional") and not rc.cache.shared
+        wait = rc.read_timeout or 60.0
+        filters.append(ResponseCaching(gw.response_cache, rc.cache, per_user, rc.path, gw.metrics, wait))
     token_source = gw.upstream_tokens.get(rc.upstream or "")
     if token_source is not None:
         filters.append(UpstreamToken(token_source))
