@@ -23,7 +23,9 @@ from ..config import ClaimsMap, RateLimitPolicy
 from ..errors import LocalReply, ok_body
 from ..http1.headers import Headers as RequestHeaders
 from ..ratelimit.local import Headers, Policy
+from ..store.refresh import Session, new_family
 from . import BuiltinEndpoints, BuiltinRequest, BuiltinResponse
+from .refresh import Sessions, register_refresh
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -72,8 +74,9 @@ class Login:
         policy.redis_prefix = "fastgw:rl-login:"
         self.policies = (policy,)
         self.limiter = gateway.limiter
+        self.sessions = Sessions(oidc.refresh, gateway.store) if oidc.refresh is not None else None
 
-    async def _limit(self, client_ip: str) -> Headers:
+    async def limit(self, client_ip: str) -> Headers:
         try:
             return await self.limiter.check(LOGIN_PATH, self.policies, None, client_ip, _NO_HEADERS)
         except LocalReply as reply:
@@ -82,7 +85,7 @@ class Login:
     async def __call__(self, request: BuiltinRequest) -> BuiltinResponse:
         if not self.secret:
             raise LocalReply("SERVICE_UNAVAILABLE", "login not configured")
-        limit_headers = await self._limit(request.client_ip)
+        limit_headers = await self.limit(request.client_ip)
         body = request.json()
         id_token = body.get("idToken") if isinstance(body, dict) else None
         if not isinstance(id_token, str) or not id_token or len(id_token) > MAX_ID_TOKEN:
@@ -94,7 +97,6 @@ class Login:
             self.metrics.auth_failures.labels(f"login_{failure.reason}").inc()
             raise LocalReply("UNAUTHORIZED", "Invalid idToken") from None
         email = claims.get("email") if isinstance(claims.get("email"), str) else None
-        access_token = self._mint(principal, claims, email)
         self.audit.record(
             principal.user_id,
             "login",
@@ -102,13 +104,32 @@ class Login:
             principal.user_id,
             {"issuer": claims["iss"], "ip": request.client_ip},
         )
+        headers = limit_headers
+        if self.sessions is not None:
+            scopes = claim(claims, self.claims.scopes)
+            session = Session(
+                new_family(), principal.user_id, principal.role, principal.plan,
+                " ".join(principal.scopes) if scopes is not None else None, email,
+            )  # fmt: skip
+            refresh = await self.sessions.tokens.issue(session)
+            headers = (*headers, ("Set-Cookie", self.sessions.cookie(refresh)))
+        return self.answer(principal, claims, email, headers)
+
+    def answer(
+        self,
+        principal: Principal,
+        claims: dict[str, Any],
+        email: str | None,
+        headers: tuple[tuple[str, str], ...],
+    ) -> BuiltinResponse:
+        """The login answer (also the refresh answer): a fresh access token for ``principal``."""
         data = {
-            "accessToken": access_token,
+            "accessToken": self._mint(principal, claims, email),
             "tokenType": "Bearer",
             "expiresInSeconds": self.token_ttl,
             "user": {"userId": principal.user_id, "email": email},
         }
-        headers = (("Content-Type", "application/json"), ("Cache-Control", "no-store"), *limit_headers)
+        headers = (("Content-Type", "application/json"), ("Cache-Control", "no-store"), *headers)
         return BuiltinResponse(200, ok_body(data), headers)
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
@@ -150,4 +171,7 @@ class Login:
 def register(endpoints: BuiltinEndpoints, gateway: Gateway) -> None:
     if gateway.config.auth.oidc_login is None:
         return  # the path is then free for a route to an auth service
-    endpoints.add("POST", LOGIN_PATH, Login(gateway))
+    login = Login(gateway)
+    endpoints.add("POST", LOGIN_PATH, login)
+    if login.sessions is not None:
+        register_refresh(endpoints, login)

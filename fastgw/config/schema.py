@@ -272,12 +272,22 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     role_field: str = "user.role"
 
 
+class RefreshConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Browser sessions renewed from an HttpOnly refresh cookie (SPEC 13.4)."""
+
+    ttl: PositiveDuration = 30 * 86400.0
+    cookie: Token = "fgw_refresh"
+    path: NonEmpty = "/api/v1/auth"
+    secure: bool = True
+
+
 class OIDCLoginConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     jwks_url: HttpUrl
     issuer: NonEmpty
     audience: NonEmpty
     token_ttl: Duration = 3600.0
     rate_limit: str | None = None
+    refresh: RefreshConfig | None = None
 
 
 class AuthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

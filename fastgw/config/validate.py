@@ -34,6 +34,8 @@ BUILTIN_PATHS: frozenset[str] = frozenset(
         "/requests/{id}/progress",
         "/openapi.json",
         "/dashboard",
+        "/api/v1/auth/refresh",
+        "/api/v1/auth/logout",
     }
 )
 

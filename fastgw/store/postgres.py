@@ -28,6 +28,7 @@ from psycopg import pq
 
 from ..config.scalars import without_credentials
 from .db import Cursor, IntegrityError, StoreError, StoreUnavailable
+from .sqlite import REFRESH_TABLE
 
 CONNECT_TIMEOUT = 3  # seconds
 STATEMENT_TIMEOUT_MS = 8000  # below threads.CALL_TIMEOUT, so the server gives up first
@@ -92,6 +93,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX jobs_by_status ON jobs (status, updated_at)",
         "CREATE TABLE instances (id TEXT PRIMARY KEY, seen_at DOUBLE PRECISION NOT NULL)",
     ),
+    (REFRESH_TABLE, "CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family_id)"),
 )
 
 _CAST_INTEGER = re.compile(r"CAST\(([^()]*) AS INTEGER\)")

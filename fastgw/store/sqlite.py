@@ -12,6 +12,20 @@ import time
 
 from .db import IntegrityError, StoreError, StoreUnavailable
 
+REFRESH_TABLE = """CREATE TABLE refresh_tokens (
+    token_hash TEXT PRIMARY KEY,
+    family_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT '',
+    plan TEXT NOT NULL DEFAULT '',
+    scopes TEXT,
+    email TEXT,
+    created_at TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL,
+    rotated_at TEXT,
+    revoked_at TEXT
+)"""
+
 # One entry per schema version; PRAGMA user_version counts how many are applied. Later features
 # (usage records, async jobs) append entries here and never edit the ones before them.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -79,6 +93,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE jobs ADD COLUMN instance TEXT NOT NULL DEFAULT ''",
         "CREATE INDEX jobs_by_status ON jobs (status, updated_at)",
         "CREATE TABLE instances (id TEXT PRIMARY KEY, seen_at REAL NOT NULL) WITHOUT ROWID",
+    ),
+    (
+        # Refresh tokens of browser sessions (store/refresh.py), stored only as hashes.
+        REFRESH_TABLE,
+        "CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family_id)",
     ),
 )
 
