@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import shutil
@@ -169,11 +170,15 @@ def config_secret_literals(node: Any, path: str = "") -> list[str]:
     return found
 
 
-def fastgw_check(config: Path) -> subprocess.CompletedProcess[str]:
+def fastgw_check(
+    config: Path, deployment_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``python -m fastgw check -c FILE`` as a user runs it, with the required secrets set and
-    every optional variable unset (so the defaults written in the file are what is checked)."""
+    every optional variable unset (so the defaults written in the file are what is checked),
+    then ``deployment_env`` on top: what a deployment sets."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FASTGW_", "REDIS_", "AUTH_", "USAGE_"))}
     env.update(PYTHONPATH=str(REPO), SIGNING_SECRET="check-signing-secret", OPS_TOKEN="check-ops-token")
+    env.update(deployment_env or {})
     return subprocess.run(
         [sys.executable, "-m", "fastgw", "check", "-c", str(config)],
         capture_output=True,
@@ -424,6 +429,46 @@ def test_fastgw_check_fails_a_broken_deploy_config(tmp_path: Path) -> None:
     broken.write_text((DEPLOY / "fastgw.yaml").read_text().replace("upstream: orders", "upstream: ordres", 1))
     result = fastgw_check(broken)
     assert result.returncode == 1 and "unknown upstream 'ordres'" in result.stdout
+
+
+def unset_shell_expansion(value: str) -> str:
+    """A compose value as the shell expands it with nothing set: ${NAME:-default} -> default."""
+    return re.sub(r"\$\{\w+(?::?-([^}]*))?\}", lambda m: m[1] or "", value)
+
+
+def cpu_workers(quantity: str) -> str:
+    """``resourceFieldRef`` limits.cpu with divisor 1, as the kubelet rounds it: up."""
+    cores = int(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+    return str(math.ceil(cores))
+
+
+def test_deploy_config_passes_fastgw_check_as_compose_runs_it() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    replicas = [name for name, svc in services.items() if svc.get("image") == "fastgw:local"]
+    assert replicas
+    for name in replicas:
+        env = {k: unset_shell_expansion(str(v)) for k, v in services[name]["environment"].items()}
+        assert env["FASTGW_STORE"] == "postgresql://fastgw:dev-postgres-password@postgres:5432/fastgw"
+        result = fastgw_check(DEPLOY / "fastgw.yaml", env)
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+
+
+def test_configmap_passes_fastgw_check_as_the_deployment_runs_it(tmp_path: Path) -> None:
+    config = tmp_path / "fastgw.yaml"
+    config.write_text(manifest("ConfigMap", "fastgw-config")["data"]["fastgw.yaml"])
+    secret = manifest("Secret", SECRET_NAME)["stringData"]
+    container = manifest("Deployment")["spec"]["template"]["spec"]["containers"][0]
+    env = {}
+    for var in container["env"]:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        elif "secretKeyRef" in var["valueFrom"]:
+            env[var["name"]] = secret[var["valueFrom"]["secretKeyRef"]["key"]]
+        elif var["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu":
+            env[var["name"]] = cpu_workers(container["resources"]["limits"]["cpu"])
+    assert env["FASTGW_WORKERS"] == "2" and env["FASTGW_STORE"].startswith("postgresql://")
+    result = fastgw_check(config, env)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- compose ----------------------------------------------------------------------------------
