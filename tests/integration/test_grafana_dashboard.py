@@ -1,7 +1,8 @@
 """deploy/grafana/fastgw.json against the real thing: a real Prometheus scrapes a real gateway
 that served real traffic (successes, upstream 5xx, an unreachable upstream, auth refusals,
-rate-limit rejections, failing Redis calls, LLM tokens), and every panel query must return data:
-series, and for a rate() a value above zero (the traffic shows), except for QUIET counters.
+rate-limit rejections, failing Redis calls, cache hits and misses, LLM tokens), and every panel
+query must return data: series, and for a rate() a value above zero (the traffic shows), except
+for QUIET counters.
 
 A query with a misspelt metric or label, or invalid PromQL, returns nothing or an error here.
 """
@@ -120,6 +121,7 @@ def gateway_config(upstream: UpstreamServer) -> dict[str, Any]:
         "routes": [
             {"path": "/api/*", "upstream": "app", "auth": "none"},
             {"path": "/status/*", "upstream": "app", "auth": "none"},  # the upstream answers that status
+            {"path": "/cached/*", "upstream": "app", "auth": "none", "cache": {"ttl": "1m"}},
             {"path": "/private/*", "upstream": "app", "auth": "required"},
             {"path": "/limited", "upstream": "app", "auth": "none", "rate_limit": "tight"},
             {"path": "/down/*", "upstream": "down", "auth": "none"},
@@ -140,6 +142,8 @@ def drive_traffic(gw: Any) -> None:
     for _ in range(5):
         statuses.append(gw.request("GET", "/api/ok")[0])
     statuses.append(gw.request("GET", "/status/503")[0])
+    caches = [gw.request("GET", "/cached/page")[1].get("x-cache") for _ in range(2)]
+    assert caches[-1] == "HIT", caches
     statuses.append(gw.request("GET", "/private/x")[0])  # no credentials
     statuses.append(gw.request("GET", "/private/x", headers={"Authorization": "Bearer wrong-token-0123"})[0])
     statuses.append(gw.request("GET", "/private/x", headers={"Authorization": f"Bearer {TOKEN}"})[0])
