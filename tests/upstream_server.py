@@ -150,7 +150,7 @@ class UpstreamServer:
             return False
         if path.startswith("/slow/"):
             await asyncio.sleep(int(path.rsplit("/", 1)[1]) / 1000)
-        if path == "/sse":
+        if path == "/sse" or path.endswith("/sse"):
             writer.write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
             )

@@ -15,10 +15,15 @@ if TYPE_CHECKING:
     from ..exchange import Exchange
 
 
+# Highest, so these come last on the way back (response hooks run in reverse): they record what
+# every other filter learnt about the exchange (an llm route's model and tokens, say).
+COMPLETION_PRIORITY = 1000
+
+
 class RequestMetrics(Filter):
     """``fastgw_requests_total`` and ``fastgw_request_duration_seconds`` (SPEC 9)."""
 
-    PRIORITY = 10
+    PRIORITY = COMPLETION_PRIORITY
 
     def __init__(self, metrics: Metrics, label: str) -> None:
         self.metrics = metrics
@@ -34,7 +39,7 @@ class RequestMetrics(Filter):
 class UsageRecording(Filter):
     """One usage record per proxied request, gathered off the request path (SPEC 9)."""
 
-    PRIORITY = 10
+    PRIORITY = COMPLETION_PRIORITY
 
     def __init__(self, usage: UsageRecorder) -> None:
         self.usage = usage
@@ -62,7 +67,7 @@ class UsageRecording(Filter):
 class AccessLogging(Filter):
     """One JSON line per request; the ``token`` query parameter is never written."""
 
-    PRIORITY = 10
+    PRIORITY = COMPLETION_PRIORITY
 
     def __init__(self, access_log: AccessLog) -> None:
         self.access_log = access_log

@@ -50,9 +50,13 @@ class Connection(Protocol):
     def close(self) -> None: ...
 
 
-def transaction(conn: Connection, fn: Callable[[Connection], T]) -> T:
-    """Run ``fn`` inside ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back if it raises)."""
-    conn.execute("BEGIN IMMEDIATE")
+def transaction(conn: Connection, fn: Callable[[Connection], T], begin: str = "BEGIN IMMEDIATE") -> T:
+    """Run ``fn`` inside ``begin`` … ``COMMIT`` (rolled back if it raises).
+
+    ``BEGIN IMMEDIATE`` (the default) takes SQLite's write lock at once; a plain ``BEGIN`` is a
+    read transaction: one consistent view for several queries.
+    """
+    conn.execute(begin)
     try:
         result = fn(conn)
     except BaseException:

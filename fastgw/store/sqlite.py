@@ -12,6 +12,23 @@ import time
 
 from .db import IntegrityError, StoreError, StoreUnavailable
 
+# Tables whose SQL both databases accept as written (postgres.py uses them too).
+API_TOKENS = (
+    """CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL DEFAULT '',
+        user_id TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT '',
+        plan TEXT NOT NULL DEFAULT '',
+        app_key TEXT NOT NULL DEFAULT '',
+        scopes TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        last_used_at TEXT,
+        revoked_at TEXT
+    )""",
+    "CREATE INDEX api_tokens_by_user ON api_tokens (user_id, created_at)",
+)
 REFRESH_TABLE = """CREATE TABLE refresh_tokens (
     token_hash TEXT PRIMARY KEY,
     family_id TEXT NOT NULL,
@@ -30,20 +47,7 @@ REFRESH_TABLE = """CREATE TABLE refresh_tokens (
 # (usage records, async jobs) append entries here and never edit the ones before them.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
-        """CREATE TABLE api_tokens (
-            id TEXT PRIMARY KEY,
-            token_hash TEXT NOT NULL UNIQUE,
-            name TEXT NOT NULL DEFAULT '',
-            user_id TEXT NOT NULL,
-            role TEXT NOT NULL DEFAULT '',
-            plan TEXT NOT NULL DEFAULT '',
-            app_key TEXT NOT NULL DEFAULT '',
-            scopes TEXT NOT NULL DEFAULT '[]',
-            created_at TEXT NOT NULL,
-            last_used_at TEXT,
-            revoked_at TEXT
-        )""",
-        "CREATE INDEX api_tokens_by_user ON api_tokens (user_id, created_at)",
+        *API_TOKENS,
         """CREATE TABLE audit_log (
             log_id INTEGER PRIMARY KEY AUTOINCREMENT,
             actor_user_id TEXT,

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .db import Connection
+from .db import Connection, transaction
 from .threads import Store
 
 log = logging.getLogger("fastgw.store")
@@ -184,15 +184,7 @@ def _totals(row: tuple[Any, ...]) -> Totals:
 
 def _snapshot(conn: Connection, fn: Callable[[Connection], T]) -> T:
     """Run ``fn``'s queries in one read transaction: one consistent view of the table."""
-    conn.execute("BEGIN")
-    try:
-        result = fn(conn)
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
-    return result
+    return transaction(conn, fn, begin="BEGIN")
 
 
 # Portable SQL: PostgreSQL cannot SUM a boolean.

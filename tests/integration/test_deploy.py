@@ -403,8 +403,9 @@ def test_dockerfile_runtime_stage_is_pinned_non_root_and_probed() -> None:
 
 
 def shipped_configs() -> list[Path]:
-    examples = REPO / "examples"
-    return [DEPLOY / "fastgw.yaml", *sorted(examples.rglob("*.yaml") if examples.is_dir() else [])]
+    """Configs that must pass as shipped. ``examples/`` need their secrets from the environment
+    and are checked, and run, in test_examples.py."""
+    return [DEPLOY / "fastgw.yaml"]
 
 
 @pytest.mark.parametrize("config", shipped_configs(), ids=lambda p: str(p.relative_to(REPO)))
