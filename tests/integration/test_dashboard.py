@@ -35,6 +35,7 @@ class Page(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.bars: list[dict[str, str]] = []
+        self.token_points: list[str] = []
         self.text_of: dict[str, str] = {}
         self.body: dict[str, str] = {}
         self.tables: dict[str, list[str]] = {}
@@ -45,6 +46,8 @@ class Page(HTMLParser):
         a = {k: v or "" for k, v in attrs}
         if tag == "rect" and a.get("class") == "bar":
             self.bars.append(a)
+        if tag == "polyline" and a.get("class") == "tokens":
+            self.token_points = a.get("points", "").split()
         if tag == "body":
             self.body = a
         if tag == "table":
@@ -147,6 +150,7 @@ def test_the_page_in_a_real_browser_shows_what_the_api_says(gw: GatewayProcess, 
     assert [b["data-date"] for b in page.bars] == [d["date"] for d in daily]
     assert [int(b["data-requests"]) for b in page.bars] == [d["requests"] for d in daily]
     assert [int(b["data-tokens"]) for b in page.bars] == [d["totalTokens"] for d in daily]
+    assert len(page.token_points) == 30  # tokens per day: one point per day
     assert page.text_of["total-requests"] == f"{sum(d['requests'] for d in daily):,}" == "21"
     assert page.text_of["total-errors"] == "1"
     summary = gw.json("GET", "/v1/usage?days=30", headers=key)[2]["data"]

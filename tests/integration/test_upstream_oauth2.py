@@ -9,8 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from websockets.sync.client import connect
 
 from tests.auth_servers import TokenServer
+from tests.integration.test_websocket import WsUpstream
 from tests.upstream_server import UpstreamServer
 
 CLIENT_ID = "svc-voice"
@@ -106,3 +108,30 @@ def test_no_token_is_502_and_says_nothing_secret(
     assert status == 502 and CLIENT_SECRET not in body.decode()
     assert CLIENT_SECRET not in "".join(gw.stdout + gw.stderr + dead.stdout + dead.stderr)
     assert "Traceback" not in "".join(gw.stderr + dead.stderr)
+
+
+def test_websocket_upgrades_carry_the_token(start_gateway: Any, idp: TokenServer) -> None:
+    ws = WsUpstream()
+    try:
+        gw = start_gateway(
+            {
+                "auth": {"tokens": [{"token": CALLER, "user_id": "u"}]},
+                "upstreams": {
+                    "voice": {
+                        "targets": [f"http://127.0.0.1:{ws.port}"],
+                        "oauth2": {
+                            "token_url": idp.url,
+                            "client_id": CLIENT_ID,
+                            "client_secret": CLIENT_SECRET,
+                        },
+                    }
+                },
+                "routes": [{"path": "/voice", "upstream": "voice", "websocket": True, "query_token": True}],
+            }
+        )
+        with connect(f"ws://127.0.0.1:{gw.port}/voice?token={CALLER}") as client:
+            client.send("hello")
+            assert client.recv(timeout=5) == "hello"
+        assert ws.seen_headers[-1]["authorization"] == f"Bearer {idp.issued[0]}"
+    finally:
+        ws.stop()
