@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -102,7 +101,3 @@ class ResponseCache:
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-def now() -> float:
-    return time.time()

@@ -98,7 +98,7 @@ class Exchange:
     sniffer: UsageSniffer | None = None
     keepalive: SseKeepalive | None = None
     model: str | None = None
-    tail = ""  # the path below a wildcard route's literal prefix
+    tail_start = 0  # where the path below a wildcard route's literal prefix starts
     cache_state: Any = None  # filters/cache.py's view of this exchange
     response_headers: list[tuple[str, str]] = []  # relayed to the client (set when the upstream answers)
     input_tokens = 0
@@ -234,7 +234,7 @@ class Exchange:
         self.body_limit = route.body_limit
         if self.content_length > route.body_limit:
             raise LocalReply("PAYLOAD_TOO_LARGE", "Request body too large")
-        self.tail = path[tail_start:]
+        self.tail_start = tail_start
         if route.upstream is None and route.site is None and rc.redirect is None:
             raise LocalReply("NOT_FOUND", "No route matches this path")
         if rc.websocket and wants_upgrade(self.headers):
@@ -276,7 +276,7 @@ class Exchange:
             return None
         redirect = route.config.redirect
         if redirect is not None:
-            location = redirect_location(redirect, self.tail, self.query)
+            location = redirect_location(redirect, self.path[self.tail_start :], self.query)
             self._answer(redirect.status, b"", (("Location", location), ("Content-Length", "0")))
             return None
         if route.buffered:
@@ -341,7 +341,7 @@ class Exchange:
 
     async def _serve_static(self, site: StaticSite) -> None:
         try:
-            await serve_static(self, site, self.tail)
+            await serve_static(self, site, self.path[self.tail_start :])
         except LocalReply as reply:
             self.respond_error(reply)
 

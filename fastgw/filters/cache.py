@@ -14,10 +14,11 @@ authenticated route unless ``shared: true``, the caller's user id.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
-from ..cache import UNSTORED, Entry, Fill, ResponseCache, freshness, now
+from ..cache import UNSTORED, Entry, Fill, ResponseCache, freshness
 from ..config import CacheConfig
 from ..metrics import Metrics
 from ..pipeline import Filter
@@ -84,7 +85,7 @@ class ResponseCaching(Filter):
         return None
 
     def _answer(self, ex: Exchange, key: str) -> bool:
-        at = now()
+        at = time.time()
         entry = self.cache.get(key, at)
         if entry is None:
             return False
@@ -98,9 +99,9 @@ class ResponseCaching(Filter):
         except TimeoutError:
             pass
         if not self._answer(ex, key):
-            self._lead(ex, key, follower=True)
+            self._lead(ex, key)
 
-    def _lead(self, ex: Exchange, key: str, follower: bool = False) -> None:
+    def _lead(self, ex: Exchange, key: str) -> None:
         self.misses.inc()
         fill = None
         if ex.method == "GET" and key not in self.cache.fills:
@@ -136,7 +137,7 @@ class ResponseCaching(Filter):
         if state.storable and state.body is not None and ex.response_complete and ex.status == 200:
             skip = UNSTORED | {n.lower() for n, _ in ex.limit_headers}  # per-request headers
             headers = tuple((n, v) for n, v in ex.response_headers if n.lower() not in skip)
-            stored = now()
+            stored = time.time()
             self.cache.put(state.key, Entry(headers, bytes(state.body), stored, stored + state.lifetime))
         if state.fill is not None:
             if self.cache.fills.get(state.key) is state.fill:

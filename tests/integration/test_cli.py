@@ -15,8 +15,10 @@ import pytest
 from tests.conftest import REPO, free_port
 
 
-def fastgw(*args: str, stdin: bytes = b"", cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def fastgw(
+    *args: str, stdin: bytes = b"", cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    env = dict(os.environ, PYTHONPATH=str(REPO), **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", "fastgw", *args],
         input=stdin,

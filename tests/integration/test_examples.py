@@ -5,9 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +16,7 @@ import yaml
 from tests.auth_servers import JwksServer, SessionServer, public_jwk
 from tests.conftest import REPO, GatewayProcess
 from tests.integration.test_auth_login import CLIENT, IDP, IDP_KEY, id_token
+from tests.integration.test_cli import fastgw
 from tests.upstream_server import UpstreamServer
 
 EXAMPLES = REPO / "examples"
@@ -42,11 +40,13 @@ def bearer(token: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_every_example_passes_check(name: str, tmp_path: Path) -> None:
-    env = dict(os.environ, PYTHONPATH=str(REPO), APP_DIR=str(EXAMPLES / "agent-app"), **SECRETS)
-    result = subprocess.run(
-        [sys.executable, "-m", "fastgw", "check", "-c", str(EXAMPLES / name)],
-        capture_output=True, env=env, cwd=tmp_path, timeout=30,
-    )  # fmt: skip
+    result = fastgw(
+        "check",
+        "-c",
+        str(EXAMPLES / name),
+        cwd=tmp_path,
+        env={"APP_DIR": str(EXAMPLES / "agent-app"), **SECRETS},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
