@@ -555,6 +555,9 @@ class Exchange:
         self.elapsed = time.perf_counter() - self.started
         for flt in self.pipeline.complete:
             flt.on_complete(self)
+        # The call refers back to this exchange: without this cycle, reference counting frees
+        # both at once, and the garbage collector never has to find them.
+        self.call = None
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -21,9 +21,19 @@ value lives in the worker's mmap file, and the parent's ``MultiProcessCollector`
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -118,6 +128,12 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        if registry is None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # One process serves its own /metrics: add prometheus-client's standard process_*,
+            # python_info and python_gc_* series, as every Python exporter has them.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         self.requests_total = BoundCounter(
             "fastgw_requests_total", "Requests answered", ["route", "method", "status"], registry=r
         )

@@ -381,3 +381,43 @@ def test_a_reset_close_delimited_body_is_an_upstream_error(
     assert not body.endswith(b"0\r\n\r\n")
     text = urllib.request.urlopen(f"http://127.0.0.1:{gw.metrics_port}/metrics", timeout=5).read().decode()
     assert 'fastgw_upstream_errors_total{reason="upstream_reset",upstream="svc"} 1.0' in text
+
+
+def _gc_collected(gw: Any) -> float:
+    """``python_gc_objects_collected_total`` summed over generations, from /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{gw.metrics_port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    samples = [line for line in text.splitlines() if line.startswith("python_gc_objects_collected_total{")]
+    assert len(samples) == 3, "the standard python_gc_* series are exported"
+    return sum(float(line.rsplit(" ", 1)[1]) for line in samples)
+
+
+def test_proxied_requests_leave_no_reference_cycles(upstream: UpstreamServer, start_gateway: Any) -> None:
+    """Every request's objects are freed by reference counting, none by the cycle collector:
+    a cycle per request (the exchange and its upstream call referring to each other) made the
+    collector free about 15 objects per request and cost ~15 % of a plain proxy's CPU."""
+    token = "cycle-test-token-0123456789"
+    config = base_config(upstream)
+    config["auth"] = {"tokens": [{"token": token, "user_id": "cycler", "scopes": ["s"]}]}
+    config["signing"] = {"secret": "cycle-test-signing-secret-0123456789"}
+    config["rate_limits"] = {"policies": {"per_user": {"rate": 100000, "burst": 100000, "key": "user"}}}
+    config["routes"].insert(
+        0,
+        {"path": "/full/*", "upstream": "svc", "sign": True, "scopes": ["s"], "rate_limit": ["per_user"]},
+    )
+    gw = start_gateway(config)
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
+    conn.request("GET", "/api/warm-up")
+    conn.getresponse().read()
+    before = _gc_collected(gw)
+    for n in range(300):
+        conn.request("GET", f"/api/{n}")
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200
+        conn.request("POST", f"/full/{n}", body=b"x" * 100, headers={"Authorization": f"Bearer {token}"})
+        resp = conn.getresponse()
+        resp.read()
+        assert resp.status == 200
+    conn.close()
+    assert _gc_collected(gw) - before < 300  # 600 requests: far below one object each
