@@ -37,7 +37,7 @@ from ..metrics import Metrics
 from ..store import Connection, IntegrityError, Store, StoreError
 from ..store import tokens as token_rows
 from ..store.tokens import TokenRecord
-from .authenticator import AuthFailure
+from .authenticator import AuthFailure, checked_principal
 from .principal import Principal
 
 TOKEN_BODY = re.compile(r"[A-Za-z0-9_-]{32,128}")
@@ -175,7 +175,21 @@ class ApiTokenVerifier:
         self._checked_at = previous._checked_at
         self._touched = dict(previous._touched)
 
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token found moments ago, when no revocation check is due; else
+        None (``verify`` then gives the answer, waiting for the store if it must)."""
+        if time.monotonic() - self._checked_at >= CHECK_INTERVAL:
+            return None
+        digest = hash_token(token)
+        entry = self._cache.get(digest)
+        if entry is None or entry.principal is None or entry.expires <= time.monotonic():
+            return None
+        self._cache.move_to_end(digest)
+        self._touch(entry.principal)
+        return entry.principal
+
     async def verify(self, token: str) -> Principal:
+        """The token's principal, checked (``checked_principal``), or ``AuthFailure``."""
         if not TOKEN_BODY.fullmatch(token[len(self.prefix) :]):
             raise AuthFailure("invalid_token")
         try:
@@ -257,7 +271,10 @@ class ApiTokenVerifier:
                 token_id=record.id,
                 token_fingerprint=digest[:32],  # = fingerprint(token)
             )
-            entry = _Entry(now + POSITIVE_TTL, principal, "")
+            try:
+                entry = _Entry(now + POSITIVE_TTL, checked_principal(principal), "")
+            except AuthFailure as failure:
+                entry = _Entry(now + NEGATIVE_TTL, None, failure.reason)
         # A revocation seen while this read ran has already dropped the cache: do not refill it
         # with what may be the row from before.
         if generation == self._generation:

@@ -28,7 +28,11 @@ class AuthFailure(Exception):
 
 
 class TokenVerifier(Protocol):
-    """Turns a bearer token into a Principal or raises ``AuthFailure``."""
+    """Turns a bearer token into a checked Principal or raises ``AuthFailure``."""
+
+    def cached(self, token: str) -> Principal | None:
+        """The principal at once, when a recent verdict still holds; None: call ``verify``."""
+        ...
 
     def verify(self, token: str) -> Awaitable[Principal]: ...
 
@@ -88,21 +92,34 @@ class Authenticator:
         self.jwt = jwt
         self.session = session
 
-    def static_principal(self, headers: Headers) -> Principal | None:
-        """The principal of a well-formed static bearer token, found without waiting.
+    def known_principal(self, headers: Headers) -> Principal | None:
+        """The principal of a well-formed bearer token known without waiting: a static token,
+        or an API token or JWT whose recent verdict still holds.
 
-        None for anything else (no header, another kind of credential, a malformed one): the
-        caller then runs ``authenticate``, which gives those their answers.
+        None for anything else (no header, another kind of credential, a malformed one, a token
+        not seen lately): the caller then runs ``authenticate``, which gives those their answers.
         """
-        if not self.static:
-            return None
         values = headers.get_list("Authorization")
         if len(values) != 1:
             return None
         try:
-            return self.static.get(_bearer(values[0]))
+            token = _bearer(values[0])
         except AuthFailure:
             return None
+        static = self.static.get(token)
+        if static is not None:
+            return static
+        verifier = self._verifier_of(token)
+        return verifier.cached(token) if verifier is not None else None
+
+    def _verifier_of(self, token: str) -> TokenVerifier | None:
+        """Who judges a non-static bearer token: API tokens by prefix, then JWTs by shape."""
+        prefix = self.api_token_prefix
+        if prefix is not None and token.startswith(prefix):
+            return self.api_tokens
+        if self.jwt is not None and token.count(".") == 2:
+            return self.jwt
+        return None
 
     async def authenticate(
         self, headers: Headers, query: str, query_token: bool, cert_user: str | None
@@ -133,14 +150,10 @@ class Authenticator:
         static = self.static.get(token)
         if static is not None:
             return static
-        prefix = self.api_token_prefix
-        if prefix is not None and token.startswith(prefix):
-            if self.api_tokens is None:
-                raise AuthFailure("invalid_token")
-            return checked_principal(await self.api_tokens.verify(token))
-        if self.jwt is not None and token.count(".") == 2:
-            return checked_principal(await self.jwt.verify(token))
-        raise AuthFailure("invalid_token")
+        verifier = self._verifier_of(token)
+        if verifier is None:
+            raise AuthFailure("invalid_token")
+        return await verifier.verify(token)
 
     def missing(self) -> LocalReply:
         """The 401 for a route that requires a credential when none was presented."""

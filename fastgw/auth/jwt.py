@@ -39,7 +39,7 @@ from jwt.types import Options
 
 from ..config import ClaimsMap, JWTConfig
 from ..metrics import Metrics
-from .authenticator import AuthFailure, fingerprint
+from .authenticator import AuthFailure, checked_principal, fingerprint
 from .jwks import JwkKey, JwksCache, KeySet, parse_jwks, parse_key_set
 from .principal import Principal
 
@@ -306,17 +306,26 @@ class JwtVerifier:
         if previous.config == self.config:
             self._cache = OrderedDict(previous._cache)
 
-    async def verify(self, token: str) -> Principal:
+    def cached(self, token: str) -> Principal | None:
+        """The principal of a token verified moments ago (still within its verdict), else None."""
         hit = self._cache.get(token)
+        if hit is None:
+            return None
+        if hit.expires > time.monotonic() and (
+            hit.key_set is None or (self.jwks is not None and hit.key_set is self.jwks.key_set)
+        ):
+            self._cache.move_to_end(token)
+            return hit.principal
+        del self._cache[token]
+        return None
+
+    async def verify(self, token: str) -> Principal:
+        """The token's principal, checked (``checked_principal``), or ``AuthFailure``."""
+        hit = self.cached(token)
         if hit is not None:
-            if hit.expires > time.monotonic() and (
-                hit.key_set is None or (self.jwks is not None and hit.key_set is self.jwks.key_set)
-            ):
-                self._cache.move_to_end(token)
-                return hit.principal
-            del self._cache[token]
+            return hit
         claims, key_set = await self.decoder.decode_with_key_set(token)
-        principal = principal_from_claims(claims, self.config.claims, "jwt", token)
+        principal = checked_principal(principal_from_claims(claims, self.config.claims, "jwt", token))
         now = time.monotonic()
         expires = now + min(CACHE_SECONDS, float(claims["exp"]) + self.config.leeway - time.time())
         if key_set is not None and self.jwks is not None:

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 class Authenticate(Filter):
     """Find the caller's principal; a present but invalid credential is 401, never a fall-through.
 
-    A static token is answered without waiting; API tokens, JWTs and sessions may need the store,
-    the JWKS or the session service, so those return an awaitable.
+    A static token, and an API token or JWT verified moments ago, are answered without waiting;
+    otherwise API tokens, JWTs and sessions may need the store, the JWKS or the session
+    service, so those return an awaitable.
     """
 
     PRIORITY = 900
@@ -29,9 +30,9 @@ class Authenticate(Filter):
         self.query_token = query_token
 
     def on_request(self, ex: Exchange) -> Awaitable[None] | None:
-        static = self.auth.static_principal(ex.headers)
-        if static is not None:
-            ex.set_principal(static)
+        known = self.auth.known_principal(ex.headers)
+        if known is not None:
+            ex.set_principal(known)
             return None
         return self._verify(ex)
 

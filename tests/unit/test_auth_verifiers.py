@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import jwt as pyjwt
 import pytest
 from tornado.httputil import HTTPHeaders
 
 from fastgw.auth import api_tokens
 from fastgw.auth.api_tokens import ApiTokenVerifier, issue
-from fastgw.auth.authenticator import AuthFailure, _cookie
+from fastgw.auth.authenticator import AuthFailure, Authenticator, _cookie
+from fastgw.auth.jwt import JwtVerifier
 from fastgw.auth.session import COOKIE_VALUE, SessionVerifier
-from fastgw.config import SessionConfig
+from fastgw.config import SessionConfig, parse_config
 from fastgw.errors import LocalReply
+from fastgw.http1.headers import Headers
 from fastgw.metrics import Metrics
 from fastgw.store import connect, open_store
 from fastgw.store import tokens as token_rows
@@ -116,3 +120,47 @@ def test_session_lookups_are_shared_and_cached() -> None:
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_recent_verdicts_are_known_without_waiting(tmp_path: Path) -> None:
+    """A JWT or API token verified moments ago is answered by ``known_principal`` at once (no
+    coroutine on the request path); an unseen, malformed or due-for-recheck one is not."""
+    secret = "known-principal-secret-0123456789abcdef"
+    config = parse_config(
+        f"auth:\n  jwt: {{algorithms: [HS256], secret: {secret}}}\n"
+        "  tokens: [{token: static-token-0123456789, user_id: s}]\n",
+        {},
+    )
+    store = open_store(str(tmp_path / "s.db"))
+    metrics = Metrics()
+    api = ApiTokenVerifier(store, "fgw_", metrics)
+    jwt_verifier = JwtVerifier(config.auth.jwt, metrics)
+    auth = Authenticator(config, metrics, api_tokens=api, jwt=jwt_verifier)
+    issued = transaction(
+        connect(str(tmp_path / "s.db")),
+        lambda c: issue(c, "fgw_", name="n", user_id="u1", role="user", plan="p", app_key="a", scopes=[]),
+    )
+    token = pyjwt.encode({"sub": "j1", "exp": int(time.time()) + 600}, secret, algorithm="HS256")
+
+    def bearer(value: str) -> Headers:
+        return Headers({"Authorization": f"Bearer {value}"})
+
+    async def scenario() -> None:
+        assert auth.known_principal(bearer("static-token-0123456789")).user_id == "s"  # type: ignore[union-attr]
+        assert auth.known_principal(bearer(token)) is None  # not verified yet
+        assert auth.known_principal(bearer(issued.token)) is None
+        assert (await auth.from_bearer(token)).user_id == "j1"
+        assert (await auth.from_bearer(issued.token)).user_id == "u1"
+        assert auth.known_principal(bearer(token)).user_id == "j1"  # type: ignore[union-attr]
+        assert auth.known_principal(bearer(issued.token)).user_id == "u1"  # type: ignore[union-attr]
+        for bad in (Headers(), Headers({"Authorization": f"Basic {token}"}), bearer(token + "x")):
+            assert auth.known_principal(bad) is None
+        both = Headers([("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")])
+        assert auth.known_principal(both) is None  # two headers: authenticate refuses them
+        api.recheck()  # a revocation check is due: the store must be asked first
+        assert auth.known_principal(bearer(issued.token)) is None
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        store.close()
