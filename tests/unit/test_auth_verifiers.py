@@ -12,7 +12,7 @@ from tornado.httputil import HTTPHeaders
 
 from fastgw.auth import api_tokens
 from fastgw.auth.api_tokens import ApiTokenVerifier, issue
-from fastgw.auth.authenticator import AuthFailure, Authenticator, _cookie
+from fastgw.auth.authenticator import Authenticator, AuthFailure, _cookie
 from fastgw.auth.jwt import JwtVerifier
 from fastgw.auth.session import COOKIE_VALUE, SessionVerifier
 from fastgw.config import SessionConfig, parse_config
