@@ -51,7 +51,6 @@ class UpstreamCall:
         self.chunked = False
         self.sent = False  # the whole request went upstream
         self.head = b""
-        self.timer: asyncio.TimerHandle | None = None
         self.last_activity = 0.0
         self.started = 0.0
 
@@ -129,9 +128,7 @@ class UpstreamCall:
         self.target = target
         self.conn = conn
         self.head = self.build_head(target, body)
-        conn.begin(self, self.head, ex.method == "HEAD")
-        if body:
-            conn.write(body)
+        conn.begin(self, self.head, ex.method == "HEAD", body, more=body is None and ex.has_body)
         if body is not None or not ex.has_body:
             self.sent = True
             self._arm_timer()
@@ -379,25 +376,27 @@ class UpstreamCall:
     # -- read timeout ---------------------------------------------------------------------------
 
     def _arm_timer(self) -> None:
-        if self.timer is None and not self.ex.done:
+        """Start the read timeout (on the connection's ``Deadline``: no timer per request)."""
+        conn = self.conn
+        if conn is not None and conn.deadline is not None and not conn.deadline.pending and not self.ex.done:
             self.last_activity = time.monotonic()
-            self.timer = asyncio.get_running_loop().call_later(self.read_timeout, self._on_timer)
+            conn.deadline.set(self.read_timeout, self._on_timer)
 
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        conn = self.conn
+        if conn is not None and conn.deadline is not None:
+            conn.deadline.clear()
 
     def _on_timer(self) -> None:
-        self.timer = None
-        if self.ex.done or self.conn is None:
+        conn = self.conn
+        if self.ex.done or conn is None or conn.deadline is None:
             return
         idle = time.monotonic() - self.last_activity
         if idle < self.read_timeout or self.ex.conn.write_paused:
             # While the client is the slow side the upstream is paused by us: not its silence
             # (server.send_timeout bounds the client instead).
             wait = self.read_timeout - idle if idle < self.read_timeout else self.read_timeout
-            self.timer = asyncio.get_running_loop().call_later(wait, self._on_timer)
+            conn.deadline.set(wait, self._on_timer)
             return
-        self.conn.detach()
+        conn.detach()
         self.on_error("timeout")

@@ -43,6 +43,7 @@ from ..speedups import (
     encode_chunk,
     parse_request_head,
 )
+from ..timers import Deadline
 from .headers import Headers
 from .interfaces import ClientContext, RequestDelegate, Tunnel, closing_error, reason_phrase, subject_cn
 
@@ -90,7 +91,7 @@ class ClientConnection(asyncio.Protocol):
         self.write_paused = False
         self.drained: asyncio.Future[None] | None = None
         self.tunnel: Tunnel | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = Deadline(self.loop)  # header, body, idle or linger: one at a time
         self.send_timer: asyncio.TimerHandle | None = None
         self.last_read = 0.0
         self.lingered = 0
@@ -173,11 +174,14 @@ class ClientConnection(asyncio.Protocol):
             if self.buf and self.state == _BODY:
                 self._process()
             return
-        if state == _HEAD and not self.buf and self.timer_kind_idle:
-            # First byte of a kept-alive connection's next head: the header deadline starts.
-            self._arm(self.hub.limits.header_timeout, self._head_timed_out)
+        first_bytes = state == _HEAD and not self.buf and self.timer_kind_idle
         self.buf += data
         self._process()
+        if first_bytes and self.state == _HEAD and self.buf and not self.closed:
+            # The first bytes of a kept-alive connection's next head, but not all of it: the
+            # header deadline runs from now (a head that came whole never needs one).
+            self.timer_kind_idle = False
+            self._arm(self.hub.limits.header_timeout, self._head_timed_out)
 
     # -- the request side ---------------------------------------------------------------------
 
@@ -276,8 +280,10 @@ class ClientConnection(asyncio.Protocol):
                     self._write(_CONTINUE)
         self.state = _BODY
         self.last_read = self.loop.time()
-        self._arm(self.hub.limits.body_timeout, self._body_check)
         self._process()
+        if self.state == _BODY and not self.closed:
+            # More of the body is to come (one that came whole never needs the deadline).
+            self._arm(self.hub.limits.body_timeout, self._body_check)
         self._maybe_resume()
 
     def _deliver(self, chunk: bytes) -> None:
@@ -501,7 +507,7 @@ class ClientConnection(asyncio.Protocol):
         self._maybe_resume(force=True)
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.timer = self.loop.call_later(LINGER_SECONDS, self.close)
+        self.deadline.set(LINGER_SECONDS, self.close)
 
     def _abort(self) -> None:
         """Reset the connection: what the kernel still holds for the client is discarded too
@@ -516,41 +522,35 @@ class ClientConnection(asyncio.Protocol):
         self.closed = True
 
     def _arm(self, seconds: float, callback: Any) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(seconds, callback)
+        self.deadline.set(seconds, callback)
 
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline.clear()
         self.timer_kind_idle = False
 
     def _cancel_timers(self) -> None:
-        self._cancel_timer()
+        self.deadline.cancel()
+        self.timer_kind_idle = False
         if self.send_timer is not None:
             self.send_timer.cancel()
             self.send_timer = None
 
     def _head_timed_out(self) -> None:
-        self.timer = None
         if self.state == _HEAD:
             self.close()
 
     def _idle_timed_out(self) -> None:
-        self.timer = None
         if self.state == _HEAD and not self.buf:
             self.close()
 
     def _body_check(self) -> None:
-        self.timer = None
         if self.state != _BODY:
             return
         limit = self.hub.limits.body_timeout
         silent = self.loop.time() - self.last_read
         if silent < limit or self.delegate_busy:
             # Still arriving (or we are the slow side, waiting for the upstream to take it).
-            self.timer = self.loop.call_later(max(limit - silent, 0.05), self._body_check)
+            self.deadline.set(max(limit - silent, 0.05), self._body_check)
             return
         delegate = self.delegate
         if delegate is not None:

@@ -17,6 +17,7 @@ import asyncio
 from typing import Protocol, cast
 
 from ..speedups import ChunkedDecoder, HttpParseError, ResponseHead, parse_response_head
+from ..timers import Deadline
 
 _MAX_HEAD = 64 * 1024
 _MAX_CHUNK_LINE = 1024
@@ -64,16 +65,23 @@ class UpstreamConnection(asyncio.Protocol):
         self._keep_alive = True
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
+        self._pending_head: bytes | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.deadline: Deadline | None = None  # the current exchange's read timeout
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
+        self.loop = asyncio.get_running_loop()
+        self.deadline = Deadline(self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
+        if self.deadline is not None:
+            self.deadline.cancel()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         if self._sink is None:
@@ -108,9 +116,21 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- request side ---------------------------------------------------------------------
 
-    def begin(self, sink: ResponseSink, head: bytes, head_request: bool) -> None:
-        """Send a request head and route the coming response to ``sink``."""
-        assert self.transport is not None
+    def begin(
+        self,
+        sink: ResponseSink,
+        head: bytes,
+        head_request: bool,
+        body: bytes | None = None,
+        more: bool = False,
+    ) -> None:
+        """Send a request head (with ``body`` when it is known whole) and route the coming
+        response to ``sink``.
+
+        ``more``: body bytes are about to follow through ``write``; the head waits for the first
+        of them (or the end of this loop iteration), so a small request is one send.
+        """
+        assert self.transport is not None and self.loop is not None
         self._sink = sink
         self._state = _HEAD
         self._buf.clear()
@@ -118,7 +138,18 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_request = head_request
         self._keep_alive = True
         self.reusable = False
-        self.transport.write(head)
+        if body:
+            self.transport.writelines((head, body))
+        elif more:
+            self._pending_head = head
+            self.loop.call_soon(self._flush_head)
+        else:
+            self.transport.write(head)
+
+    def _flush_head(self) -> None:
+        head, self._pending_head = self._pending_head, None
+        if head is not None and self.transport is not None and not self.closed:
+            self.transport.write(head)
 
     def hand_over(self, sink: ResponseSink) -> None:
         """Route the rest of a switched-protocols connection to another sink (the tunnel)."""
@@ -133,7 +164,12 @@ class UpstreamConnection(asyncio.Protocol):
         """Write body bytes; returns a future to await when the socket buffer is full."""
         if self.closed or self.transport is None:
             return None
-        self.transport.write(data)
+        head = self._pending_head
+        if head is not None:
+            self._pending_head = None
+            self.transport.writelines((head, data))
+        else:
+            self.transport.write(data)
         if self._write_paused:
             if self._drained is None:
                 self._drained = asyncio.get_running_loop().create_future()

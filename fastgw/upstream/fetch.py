@@ -90,9 +90,7 @@ async def fetch(
     collector = _Collector(loop.create_future(), last_activity=loop.time())
     ok = False
     try:
-        conn.begin(collector, build_head(target), head_request=False)
-        if body:
-            conn.write(body)
+        conn.begin(collector, build_head(target), head_request=False, body=body)
         while True:
             remaining = collector.last_activity + read_timeout - loop.time()
             if remaining <= 0:

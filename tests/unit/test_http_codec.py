@@ -7,6 +7,7 @@ compiled ``fastgw._speedups`` (skipped when it is not built, unless FASTGW_EXTEN
 
 from __future__ import annotations
 
+import asyncio
 from types import ModuleType
 from typing import Any
 
@@ -764,18 +765,22 @@ class Sink:
 
 
 def exchange(pieces: list[bytes], head_request: bool = False, lost: Exception | None | str = "no") -> Any:
+    """Drive an upstream connection by hand (on a running loop, as it always is)."""
     from fastgw.upstream.client import UpstreamConnection
 
-    conn = UpstreamConnection()
-    transport = FakeTransport()
-    conn.connection_made(transport)  # type: ignore[arg-type]
-    sink = Sink()
-    conn.begin(sink, b"GET / HTTP/1.1\r\nHost: u\r\n\r\n", head_request)
-    for piece in pieces:
-        conn.data_received(piece)
-    if lost != "no":
-        conn.connection_lost(lost)  # type: ignore[arg-type]
-    return conn, transport, sink
+    async def drive() -> Any:
+        conn = UpstreamConnection()
+        transport = FakeTransport()
+        conn.connection_made(transport)  # type: ignore[arg-type]
+        sink = Sink()
+        conn.begin(sink, b"GET / HTTP/1.1\r\nHost: u\r\n\r\n", head_request)
+        for piece in pieces:
+            conn.data_received(piece)
+        if lost != "no":
+            conn.connection_lost(lost)  # type: ignore[arg-type]
+        return conn, transport, sink
+
+    return asyncio.run(drive())
 
 
 def test_client_fixed_length_many_small_reads() -> None:
