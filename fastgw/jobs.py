@@ -36,7 +36,7 @@ from .upstream.pool import Target, Upstream
 
 if TYPE_CHECKING:
     from .auth.principal import Principal
-    from .store.jobs import JobStore
+    from .store.jobs import JobStore, Response
 
 log = logging.getLogger("fastgw")
 
@@ -44,6 +44,8 @@ DEFAULT_CONCURRENCY = 16  # jobs.workers
 DEFAULT_RETENTION = 7 * 86400.0  # jobs.retention
 HEARTBEAT_INTERVAL = 2.0
 INSTANCE_LEASE = 10.0  # an instance silent this long is dead; its unfinished jobs fail
+FINISH_RETRY_INTERVAL = 1.0  # a job's outcome is retried this often while the store is down
+FINISH_PATIENCE = 60.0  # ... for this long
 
 
 # Principal.source -> the kind recorded in a job's owner; other sources are recorded as is.
@@ -133,18 +135,42 @@ class JobRunner:
             try:
                 if not await self.jobs.set_running(request_id, self.instance):
                     return  # failed meanwhile (this instance was thought dead): never run twice
-                try:
-                    response = await fetch(call.upstream, call.build_head, call.body, call.read_timeout)
-                except FetchFailed as failure:
-                    await self.jobs.finish(request_id, "failed", None, failure.reason)
-                    return
-                status = "failed" if response.status >= 500 else "succeeded"
-                await self.jobs.finish(
-                    request_id, status, (response.status, response.headers, response.body), None
-                )
+            except StoreError as exc:
+                log.error("async job %s could not start: %s", request_id, exc)
+                await self._finish(request_id, "failed", None, "store unavailable")
+                return
+            try:
+                response = await fetch(call.upstream, call.build_head, call.body, call.read_timeout)
+            except FetchFailed as failure:
+                await self._finish(request_id, "failed", None, failure.reason)
+                return
             except Exception:
                 log.exception("async job %s could not be completed", request_id)
-                try:
-                    await self.jobs.finish(request_id, "failed", None, "internal error")
-                except Exception:
-                    log.exception("async job %s: cannot record the failure", request_id)
+                await self._finish(request_id, "failed", None, "internal error")
+                return
+            status = "failed" if response.status >= 500 else "succeeded"
+            await self._finish(request_id, status, (response.status, response.headers, response.body), None)
+
+    async def _finish(self, request_id: str, status: str, result: Response | None, error: str | None) -> None:
+        """Record a job's end. While the store is down this is retried every
+        ``FINISH_RETRY_INTERVAL`` for up to ``FINISH_PATIENCE``; then the outcome is logged as
+        lost (the job stays ``running`` in the store). Never raises."""
+        give_up = time.monotonic() + FINISH_PATIENCE
+        warned = False
+        while True:
+            try:
+                await self.jobs.finish(request_id, status, result, error)
+                if warned:
+                    log.info("async job %s: its outcome is recorded after all", request_id)
+                return
+            except StoreError as exc:
+                if time.monotonic() >= give_up:
+                    log.error("async job %s: its outcome (%s) is lost: %s", request_id, status, exc)
+                    return
+                if not warned:
+                    log.warning("async job %s: cannot record its outcome yet, retrying: %s", request_id, exc)
+                    warned = True
+            except Exception:
+                log.exception("async job %s: cannot record its outcome", request_id)
+                return
+            await asyncio.sleep(FINISH_RETRY_INTERVAL)

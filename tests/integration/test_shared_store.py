@@ -4,8 +4,8 @@
   is alive (on SQLite: the gateway's next run), never left ``running``.
 - Finished jobs are deleted after ``jobs.retention``.
 - PostgreSQL down: routes that need no store keep working, cached API-token verdicts keep
-  working, other tokens get 503 ``SERVICE_UNAVAILABLE`` at once; usage recorded meanwhile is
-  kept and written when the database is back.
+  working, other tokens get 503 ``SERVICE_UNAVAILABLE`` at once; usage recorded meanwhile, and
+  the outcome of a job that ended meanwhile, are kept and written when the database is back.
 """
 
 from __future__ import annotations
@@ -110,8 +110,11 @@ def test_postgres_outage(upstream: UpstreamServer, start_gateway: Any, own_postg
     assert gw.request("GET", "/rpc", headers=bearer(cached))[0] == 200  # now a cached verdict
     _, _, doc = gw.json("POST", "/v1/api-tokens", body=b'{"name": "later"}', headers=bearer(OPS))
     uncached = doc["data"]["token"]
-    _, _, doc = gw.json("POST", "/jobs/x", body=b"{}", headers=bearer(ALICE))
+    # A job whose upstream answers while the database is down: its outcome is kept and
+    # recorded when the database is back.
+    _, _, doc = gw.json("POST", "/jobs/slow/1000", body=b"{}", headers=bearer(ALICE))
     job = doc["data"]["requestId"]
+    wait_for(lambda: job_status(gw, job)[1].get("status") == "running", 5, "job never ran")
 
     own_postgres.stop()
     own_postgres.wait_stopped()
@@ -145,5 +148,6 @@ def test_postgres_outage(upstream: UpstreamServer, start_gateway: Any, own_postg
 
     wait_for(usage_of_outage, 15, "usage recorded during the outage was lost")
     assert gw.request("GET", "/rpc", headers=bearer(uncached))[0] == 200
+    wait_for(lambda: job_status(gw, job)[1].get("status") == "succeeded", 5, "the job's outcome was lost")
     assert "Traceback" not in "".join(gw.stderr)
     assert "pg-test-password" not in "".join(gw.stdout + gw.stderr)
