@@ -1,6 +1,7 @@
 """The YAML config (SPEC section 2) as frozen msgspec Structs.
 
-- ``schema``: the Structs and their field types (``Duration``, ``Size``, header names...);
+- ``schema``: the Structs;
+- ``fields``: their field types (``Duration``, ``Size``, header names...);
 - ``scalars``: the parsers of single values (durations, sizes, listen addresses, targets);
 - ``environment``: ``${NAME:-default}`` references, the config's only reader of os.environ;
 - ``convert``: parsed YAML -> Structs, every problem kept with its key path;
@@ -11,61 +12,63 @@
 Everything the rest of fastgw uses is imported from here, not from the submodules.
 """
 
+from .fields import (
+    GATEWAY_OWNED_HEADERS,
+    JWT_ALGORITHMS,
+    Cidr,
+    Count,
+    Duration,
+    HeaderName,
+    HeaderValue,
+    HttpUrl,
+    IdentityValue,
+    InjectedHeaderName,
+    InjectedToken,
+    JwtAlgorithm,
+    ListenAddr,
+    Method,
+    NonEmpty,
+    NonNegative,
+    PolicyNames,
+    PositiveDuration,
+    RateKey,
+    RedisUrl,
+    Scope,
+    Size,
+    StoreUrl,
+    TargetUrl,
+    Token,
+)
 from .issues import ConfigError, Issue, format_errors
 from .loader import config_from_dict, load_config, parse_config
 from .scalars import Target, parse_duration, parse_listen, parse_size, parse_target
 from .schema import (
-    GATEWAY_OWNED_HEADERS,
-    JWT_ALGORITHMS,
     ApiTokensConfig,
     AuthConfig,
     CacheConfig,
-    Cidr,
     CircuitConfig,
     ClaimsMap,
     Config,
-    Count,
-    Duration,
-    HeaderName,
     HeaderTransform,
-    HeaderValue,
     HmacConfig,
-    HttpUrl,
     IdentityHeaders,
-    IdentityValue,
-    InjectedHeaderName,
-    InjectedToken,
     JobsConfig,
-    JwtAlgorithm,
     JWTConfig,
-    ListenAddr,
-    Method,
     NamespaceConfig,
-    NonEmpty,
-    NonNegative,
     OAuth2Config,
     OIDCLoginConfig,
-    PolicyNames,
-    PositiveDuration,
     QuotaConfig,
-    RateKey,
     RateLimitPolicy,
     RateLimitsConfig,
     RedirectConfig,
-    RedisUrl,
     RefreshConfig,
     RouteConfig,
-    Scope,
     ServerConfig,
     SessionConfig,
     SigningConfig,
-    Size,
     StaticConfig,
     StaticToken,
-    StoreUrl,
-    TargetUrl,
     TLSConfig,
-    Token,
     TransformConfig,
     UpstreamConfig,
     WsRateLimit,

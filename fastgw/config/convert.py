@@ -14,8 +14,9 @@ from typing import Annotated, Any, Literal, NamedTuple, Union, get_args, get_ori
 
 import msgspec
 
+from .fields import Parsed, kind
 from .issues import Issue, join
-from .schema import Config, Parsed, RouteConfig, UpstreamConfig, kind
+from .schema import Config, RouteConfig, UpstreamConfig
 
 __all__ = ["Known", "convert_config", "fields_of"]
 

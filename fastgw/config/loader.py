@@ -15,8 +15,9 @@ import yaml
 
 from .convert import convert_config
 from .environment import expand_environment
+from .fields import kind
 from .issues import ConfigError, Issue
-from .schema import Config, kind
+from .schema import Config
 from .validate import check_config
 
 __all__ = ["config_from_dict", "load_config", "parse_config"]
