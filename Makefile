@@ -16,7 +16,7 @@ $(VENV)/.installed-demo: $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml setup.py fastgw/_speedups.pyx
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml setup.py fastgw/_speedups.pyx $(wildcard fastgw/*.pxi)
 	FASTGW_EXTENSION=1 $(BIN)/pip install -q -e '.[dev]'
 	touch $@ $(VENV)/.installed-demo
 
