@@ -20,8 +20,8 @@ is about the socket rather than the request:
 Delegate contract: ``headers_received`` is called once; the body follows through
 ``data_received`` (only after the awaitable ``headers_received`` returned is done) and
 ``finish`` when it ended; ``on_connection_close`` is called instead if the client goes away
-before the response finished; ``body_timed_out`` if the body stalls. The delegate answers with
-``send_head`` + ``write``... + ``finish``, or with ``respond`` in one call.
+before the response finished; ``body_timed_out`` if the body stalls. The delegate answers
+through the response side, ``response_writer.ResponseWriter``.
 """
 
 from __future__ import annotations
@@ -32,20 +32,19 @@ import logging
 import socket
 import ssl
 import struct
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from ..speedups import (
-    LAST_CHUNK,
     ChunkedDecoder,
     HttpParseError,
     RequestHead,
-    encode_chunk,
     parse_request_head,
 )
 from ..timers import Deadline
 from .headers import Headers
-from .interfaces import ClientContext, RequestDelegate, Tunnel, closing_error, reason_phrase, subject_cn
+from .interfaces import ClientContext, RequestDelegate, Tunnel, closing_error, subject_cn
+from .response_writer import ResponseWriter
+from .states import BODY, CLOSED, HEAD, HEAD_PHASE, LINGER, TUNNEL, WAIT
 
 if TYPE_CHECKING:
     from .server import ConnectionHub
@@ -55,16 +54,12 @@ log = logging.getLogger("fastgw")
 READ_AHEAD = 256 * 1024  # unprocessed bytes buffered before reading pauses
 LINGER_SECONDS = 2.0
 LINGER_MAX_BYTES = 8 << 20
-DISCARD_MAX = 1 << 20  # body bytes still read (and dropped) to keep a connection after an early answer
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
-# States of the request side
-_HEAD, _HEAD_PHASE, _BODY, _WAIT, _TUNNEL, _LINGER, _CLOSED = range(7)
 
-
-class ClientConnection(asyncio.Protocol):
-    """A client connection; also the response writer its current delegate talks to."""
+class ClientConnection(ResponseWriter, asyncio.Protocol):
+    """A client connection; also (``ResponseWriter``) the writer its current delegate answers with."""
 
     def __init__(self, hub: ConnectionHub, local_port: int = 0) -> None:
         self.hub = hub
@@ -73,7 +68,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.context = ClientContext("-", hub.scheme)
         self.buf = bytearray()
-        self.state = _HEAD
+        self.state = HEAD
         self.closed = False
         self.delegate: RequestDelegate | None = None
         self.head: RequestHead | None = None
@@ -112,7 +107,7 @@ class ClientConnection(asyncio.Protocol):
             cert_user = subject_cn(sslobj.getpeercert() if sslobj is not None else None)
         self.context = ClientContext(remote_ip, hub.scheme, cert_user, self.local_port)
         if len(hub.connections) >= hub.limits.max_connections or hub.draining:
-            self.state = _CLOSED
+            self.state = CLOSED
             self.transport.write(closing_error(503, "SERVICE_UNAVAILABLE", "Too many connections"))
             self.transport.close()
             return
@@ -121,7 +116,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.state = _CLOSED
+        self.state = CLOSED
         self.hub.connections.discard(self)
         self._cancel_timers()
         self._wake_writer()
@@ -133,18 +128,6 @@ class ClientConnection(asyncio.Protocol):
             self.delegate = None
             delegate.on_connection_close()
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-        if self.send_timer is None:
-            self.send_timer = self.loop.call_later(self.hub.limits.send_timeout, self._send_timed_out)
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        if self.send_timer is not None:
-            self.send_timer.cancel()
-            self.send_timer = None
-        self._wake_writer()
-
     def eof_received(self) -> bool | None:
         # A client that stops sending before its answer has gone away, as NGINX judges it
         # (logged 499): closing here tells the exchange, which drops a queued upstream request.
@@ -152,32 +135,32 @@ class ClientConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         state = self.state
-        if state == _TUNNEL:
+        if state == TUNNEL:
             assert self.tunnel is not None
             self._tunnel_feed(data)
             return
-        if state == _LINGER or state == _CLOSED:
+        if state == LINGER or state == CLOSED:
             self.lingered += len(data)
             if self.lingered > LINGER_MAX_BYTES:
                 self._abort()
             return
         self.last_read = self.loop.time()
-        if state == _BODY and not self.buf and self.decoder is None and not self.delegate_busy:
+        if state == BODY and not self.buf and self.decoder is None and not self.delegate_busy:
             # The common streaming case: body bytes go to the delegate without being copied.
             take = len(data) if len(data) <= self.body_left else self.body_left
             self.body_left -= take
             if take < len(data):
                 self.buf += data[take:]
             self._deliver(data if take == len(data) else data[:take])
-            if self.body_left == 0 and self.state == _BODY and not self.delegate_busy:
+            if self.body_left == 0 and self.state == BODY and not self.delegate_busy:
                 self._request_end()
-            if self.buf and self.state == _BODY:
+            if self.buf and self.state == BODY:
                 self._process()
             return
-        first_bytes = state == _HEAD and not self.buf and self.timer_kind_idle
+        first_bytes = state == HEAD and not self.buf and self.timer_kind_idle
         self.buf += data
         self._process()
-        if first_bytes and self.state == _HEAD and self.buf and not self.closed:
+        if first_bytes and self.state == HEAD and self.buf and not self.closed:
             # The first bytes of a kept-alive connection's next head, but not all of it: the
             # header deadline runs from now (a head that came whole never needs one).
             self.timer_kind_idle = False
@@ -190,7 +173,7 @@ class ClientConnection(asyncio.Protocol):
         buf = self.buf
         while not self.closed:
             state = self.state
-            if state == _HEAD:
+            if state == HEAD:
                 if not buf:
                     return
                 try:
@@ -203,7 +186,7 @@ class ClientConnection(asyncio.Protocol):
                 head, used = parsed
                 del buf[:used]
                 self._start_request(head)
-            elif state == _BODY:
+            elif state == BODY:
                 if self.delegate_busy or not buf:
                     return
                 if self.decoder is None:
@@ -212,7 +195,7 @@ class ClientConnection(asyncio.Protocol):
                     del buf[:take]
                     self.body_left -= take
                     self._deliver(chunk)
-                    if self.body_left == 0 and self.state == _BODY and not self.delegate_busy:
+                    if self.body_left == 0 and self.state == BODY and not self.delegate_busy:
                         self._request_end()
                 else:
                     decoder = self.decoder
@@ -227,7 +210,7 @@ class ClientConnection(asyncio.Protocol):
                         self._deliver(piece)
                     if decoder.done:
                         buf[:0] = decoder.tail
-                        if self.state == _BODY:
+                        if self.state == BODY:
                             if self.delegate_busy:
                                 self.decoder = None
                                 self.body_left = 0
@@ -252,7 +235,7 @@ class ClientConnection(asyncio.Protocol):
         self.decoder = ChunkedDecoder() if head.chunked else None
         self.body_left = head.content_length if head.content_length > 0 else 0
         delegate = self.delegate = self.hub.start_request(self)
-        self.state = _HEAD_PHASE
+        self.state = HEAD_PHASE
         work = delegate.headers_received(head, Headers.from_raw(head.headers))
         if work is None:
             self._head_phase_done(None)
@@ -267,7 +250,7 @@ class ClientConnection(asyncio.Protocol):
             exc = task.exception()
             if exc is not None:
                 log.error("request failed before its body was read", exc_info=exc)
-        if self.closed or self.state != _HEAD_PHASE:
+        if self.closed or self.state != HEAD_PHASE:
             return
         if self.decoder is None and self.body_left == 0:
             self._request_end()
@@ -278,10 +261,10 @@ class ClientConnection(asyncio.Protocol):
             for name, value in head.headers:
                 if name == b"expect" and value.lower() == b"100-continue":
                     self._write(_CONTINUE)
-        self.state = _BODY
+        self.state = BODY
         self.last_read = self.loop.time()
         self._process()
-        if self.state == _BODY and not self.closed:
+        if self.state == BODY and not self.closed:
             # More of the body is to come (one that came whole never needs the deadline).
             self._arm(self.hub.limits.body_timeout, self._body_check)
         self._maybe_resume()
@@ -300,7 +283,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _delegate_ready(self, future: asyncio.Future[None]) -> None:
         self.delegate_busy = False
-        if self.closed or self.state != _BODY:
+        if self.closed or self.state != BODY:
             return
         if self.decoder is None and self.body_left == 0:
             self._request_end()
@@ -309,14 +292,14 @@ class ClientConnection(asyncio.Protocol):
         self._maybe_resume()
 
     def _request_end(self) -> None:
-        self.state = _WAIT
+        self.state = WAIT
         self.request_done = True
         self.decoder = None
         self._cancel_timer()
         delegate = self.delegate
         if delegate is not None:
             delegate.finish()
-        if self.response_done and not self.closed and self.state == _WAIT:
+        if self.response_done and not self.closed and self.state == WAIT:
             self._next_request()
 
     def _next_request(self) -> None:
@@ -326,7 +309,7 @@ class ClientConnection(asyncio.Protocol):
         if not self.keep_alive or self.hub.draining:
             self.close()
             return
-        self.state = _HEAD
+        self.state = HEAD
         if self.buf:
             self.timer_kind_idle = False
             self._arm(self.hub.limits.header_timeout, self._head_timed_out)
@@ -336,134 +319,12 @@ class ClientConnection(asyncio.Protocol):
             self._arm(self.hub.limits.idle_timeout, self._idle_timed_out)
         self._maybe_resume()
 
-    # -- the response side (called by the delegate) ------------------------------------------
-
-    def send_head(self, status: int, headers: Iterable[tuple[str, str]], has_length: bool) -> None:
-        """Start a response; the head goes out with the first body bytes (or within this tick)."""
-        head = self.head
-        self.response_started = True
-        body_allowed = self.body_allowed and status not in (204, 304) and status >= 200
-        self.body_allowed = body_allowed
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
-        for name, value in headers:
-            lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
-        if body_allowed and not has_length:
-            if head is not None and head.version == 11:
-                self.chunked_response = True
-                lines.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                self.keep_alive = False  # an unframed body ends with the connection
-        if not self.keep_alive or self.hub.draining:
-            self.keep_alive = False
-            lines.append(b"Connection: close\r\n\r\n")
-        elif head is not None and head.version == 10:
-            lines.append(b"Connection: keep-alive\r\n\r\n")
-        else:
-            lines.append(b"\r\n")
-        self.pending_head = b"".join(lines)
-        self.loop.call_soon(self._flush_head)
-
-    def _flush_head(self) -> None:
-        head, self.pending_head = self.pending_head, None
-        if head is not None and not self.closed:
-            self._write(head)
-
-    def write(self, data: bytes) -> asyncio.Future[None] | None:
-        """Body bytes; returns a future to wait for while the client is not reading."""
-        if self.closed:
-            return None
-        if self.body_allowed and data:
-            if self.chunked_response:
-                data = encode_chunk(data)
-            if self.pending_head is not None:
-                data = self.pending_head + data
-                self.pending_head = None
-            self._write(data)
-        if self.write_paused:
-            if self.drained is None:
-                self.drained = self.loop.create_future()
-            return self.drained
-        return None
-
-    def finish(self) -> None:
-        """The response is complete."""
-        if self.response_done:
-            return
-        self.response_done = True
-        tail = LAST_CHUNK if self.chunked_response and self.body_allowed else b""
-        if self.pending_head is not None:
-            tail = self.pending_head + tail
-            self.pending_head = None
-        if tail and not self.closed:
-            self._write(tail)
-        if self.closed:
-            return
-        if not self.request_done:
-            if (
-                self.keep_alive
-                and self.decoder is None
-                and self.body_left <= DISCARD_MAX
-                and self.state in (_HEAD_PHASE, _BODY)
-            ):
-                # Answered before the request ended (an upstream that replies before it has
-                # read the body, or a drain still pending): read and discard the rest of a
-                # small body, as NGINX does, and keep the connection; _request_end follows.
-                return
-            # Answered before the request body ended: we will not read the rest; say so by
-            # closing, after a moment of draining so the answer survives.
-            self.keep_alive = False
-            self._linger()
-            return
-        if self.state == _WAIT:
-            self._next_request()
-
-    def respond(
-        self, status: int, headers: Iterable[tuple[str, str]], body: bytes, close: bool = False
-    ) -> None:
-        """A whole small response in one write (headers must carry its Content-Length)."""
-        if close:
-            self.keep_alive = False
-        self.send_head(status, headers, True)
-        if body and self.body_allowed:
-            data = (self.pending_head or b"") + body
-            self.pending_head = None
-            self._write(data)
-        self.finish()
-
-    def upgrade(self, tunnel: Tunnel, response_head: bytes) -> None:
-        """Switch to a byte tunnel: write the 101 head, then hand every client byte to ``tunnel``."""
-        self._cancel_timer()
-        self.response_started = True
-        self.response_done = True
-        self.request_done = True
-        self.delegate = None
-        self.tunnel = tunnel
-        self.state = _TUNNEL
-        self._write(response_head)
-        if self.buf:
-            data = bytes(self.buf)
-            self.buf.clear()
-            self._tunnel_feed(data)
-        self._maybe_resume()
-
-    def _tunnel_feed(self, data: bytes) -> None:
-        assert self.tunnel is not None
-        future = self.tunnel.client_data(data)
-        if future is not None and not future.done():
-            self.delegate_busy = True
-            self._pause_reading()
-            future.add_done_callback(self._tunnel_ready)
-
-    def _tunnel_ready(self, _future: asyncio.Future[None]) -> None:
-        self.delegate_busy = False
-        self._maybe_resume()
-
     def close(self) -> None:
         """Close after what was written is sent (a cut response stays cut: no new status line)."""
         if self.closed:
             return
         self.closed = True
-        self.state = _CLOSED
+        self.state = CLOSED
         self._cancel_timers()
         if self.transport is not None:
             self.transport.close()
@@ -500,7 +361,7 @@ class ClientConnection(asyncio.Protocol):
         """
         if self.closed or self.transport is None:
             return
-        self.state = _LINGER
+        self.state = LINGER
         self.buf.clear()
         self._cancel_timer()
         self.delegate = None
@@ -536,15 +397,15 @@ class ClientConnection(asyncio.Protocol):
             self.send_timer = None
 
     def _head_timed_out(self) -> None:
-        if self.state == _HEAD:
+        if self.state == HEAD:
             self.close()
 
     def _idle_timed_out(self) -> None:
-        if self.state == _HEAD and not self.buf:
+        if self.state == HEAD and not self.buf:
             self.close()
 
     def _body_check(self) -> None:
-        if self.state != _BODY:
+        if self.state != BODY:
             return
         limit = self.hub.limits.body_timeout
         silent = self.loop.time() - self.last_read
@@ -555,19 +416,8 @@ class ClientConnection(asyncio.Protocol):
         delegate = self.delegate
         if delegate is not None:
             delegate.body_timed_out()
-        if not self.closed and self.state == _BODY:
+        if not self.closed and self.state == BODY:
             self.close()
-
-    def _send_timed_out(self) -> None:
-        self.send_timer = None
-        if self.write_paused and not self.closed:
-            self.send_timed_out = True
-            self._abort()  # connection_lost follows and tells the delegate
-
-    def _wake_writer(self) -> None:
-        drained, self.drained = self.drained, None
-        if drained is not None and not drained.done():
-            drained.set_result(None)
 
     def _pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None and not self.closed:
@@ -592,4 +442,4 @@ class ClientConnection(asyncio.Protocol):
     @property
     def idle(self) -> bool:
         """Between requests: nothing read of the next one, no exchange in progress."""
-        return self.state == _HEAD and not self.buf and self.delegate is None
+        return self.state == HEAD and not self.buf and self.delegate is None
