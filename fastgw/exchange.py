@@ -20,27 +20,27 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from .access_log import utc_timestamp
 from .auth.principal import Principal
-from .builtin import BuiltinRequest, Endpoint
-from .errors import LocalReply, encode, error_body, ok_body
+from .builtin import Endpoint
+from .builtin.dispatch import admit_builtin, run_builtin
+from .errors import LocalReply, encode, error_body
 from .forwarding import client_ip, request_id_from, without_token_param
 from .http1.connection import ClientConnection
 from .http1.headers import Headers
 from .http1.interfaces import ClientContext
-from .jobs import PreparedCall
+from .jobs import submit_job
 from .llm import UsageSniffer
 from .pipeline import Filter, Pipeline, run_request_hooks
 from .proxy import UpstreamCall
 from .routing import PathError, normalize_path, rewrite_path
 from .speedups import RequestHead
 from .sse import SseKeepalive
-from .static_route import StaticSite, redirect_location, serve_static
-from .store import StoreError
+from .static_route import redirect_location, serve_static
 from .tracing import gateway_span
-from .upstream.pool import Target, Upstream
+from .upstream.pool import Upstream
 from .websocket import WebSocketTunnel, handshake_problem, wants_upgrade
 
 if TYPE_CHECKING:
@@ -149,10 +149,10 @@ class Exchange:
                 raise LocalReply("SERVICE_UNAVAILABLE", "Too many requests in flight", headers=_RETRY_SOON)
             return self._route(head)
         except LocalReply as reply:
-            self._answer_error(reply)
+            self.answer_error(reply)
         except Exception:
             log.exception("request %s failed before reaching an upstream", self.request_id)
-            self._answer_error(LocalReply("INTERNAL_ERROR", "Internal error", close=True))
+            self.answer_error(LocalReply("INTERNAL_ERROR", "Internal error", close=True))
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
@@ -175,7 +175,7 @@ class Exchange:
         if self.pending is not None:
             self.respond(*self.pending)
         elif self.endpoint is not None:
-            self._spawn(self._run_builtin())
+            self._spawn(run_builtin(self))
         elif self.buffer is not None:
             self._forward_buffered()
         elif self.call is not None:
@@ -214,7 +214,7 @@ class Exchange:
             self.route_label = endpoint.pattern
             if self.content_length > gw.body_limit:
                 raise LocalReply("PAYLOAD_TOO_LARGE", "Request body too large")
-            return self._admit_builtin(endpoint, params)
+            return admit_builtin(self, endpoint, params)
         if allowed is not None:
             raise LocalReply(
                 "METHOD_NOT_ALLOWED", "Method not allowed", headers=(("Allow", ", ".join(allowed)),)
@@ -256,11 +256,11 @@ class Exchange:
         try:
             await pending
         except LocalReply as reply:
-            self._answer_error(reply)
+            self.answer_error(reply)
             return
         except Exception:
             log.exception("request %s failed while being admitted", self.request_id)
-            self._answer_error(LocalReply("INTERNAL_ERROR", "Internal error"))
+            self.answer_error(LocalReply("INTERNAL_ERROR", "Internal error"))
             return
         work = self._after_request_hooks()
         if work is not None:
@@ -272,7 +272,7 @@ class Exchange:
         route = self.route
         assert route is not None
         if route.site is not None:
-            self._spawn(self._serve_static(route.site))
+            self._spawn(serve_static(self, route.site, self.path[self.tail_start :]))
             return None
         redirect = route.config.redirect
         if redirect is not None:
@@ -333,127 +333,11 @@ class Exchange:
     def _forward_body(self, body: bytes) -> None:
         assert self.route is not None
         if self.route.config.async_:
-            self._spawn(self._submit_job(body))
+            self._spawn(submit_job(self, body))
             return
         pending = self._open(body)
         if pending is not None:
             self._spawn(_awaited(pending))
-
-    async def _serve_static(self, site: StaticSite) -> None:
-        try:
-            await serve_static(self, site, self.path[self.tail_start :])
-        except LocalReply as reply:
-            self.respond_error(reply)
-
-    async def send_local(
-        self, status: int, headers: list[tuple[str, str]], body: BinaryIO | None, chunk: int = 65536
-    ) -> None:
-        """Stream an answer of the gateway's own (a static file): the head, then ``body`` read
-        ``chunk`` bytes at a time, each after the client took the one before."""
-        if self.done:
-            return
-        self.pending = None
-        headers = [*headers, ("traceparent", self.traceparent), *self.limit_headers]
-        self.status = status
-        self.response_started = True
-        conn = self.conn
-        conn.send_head(status, headers, True)
-        while body is not None and (data := body.read(chunk)):
-            self.bytes_sent += len(data)
-            drained = conn.write(data)
-            if drained is not None:
-                await drained
-            if self.done or conn.closed:
-                return  # the client went away (on_connection_close completed the exchange)
-        self.response_complete = True
-        conn.finish()
-        self.complete()
-
-    async def _submit_job(self, body: bytes) -> None:
-        """``async: true``: queue the upstream call and answer 202 with where to look for it."""
-        upstream, route = self.upstream, self.route
-        assert upstream is not None and route is not None
-        call = UpstreamCall(self, upstream, route.read_timeout)
-
-        def build_head(target: Target) -> bytes:
-            # Built when the job runs, so a signed request carries a fresh timestamp.
-            return call.build_head(target, body)
-
-        job = PreparedCall(upstream, build_head, body, route.read_timeout)
-        owner = self.principal
-        try:
-            job_id = await self.gw.jobs.submit(owner, route.pattern, job)
-        except StoreError as exc:  # the store is down: say so, no stack trace
-            log.error("request %s: cannot queue the async job: %s", self.request_id, exc)
-            self.respond_error(LocalReply("SERVICE_UNAVAILABLE", "Cannot queue the request"))
-            return
-        except Exception:
-            log.exception("request %s: cannot queue the async job", self.request_id)
-            self.respond_error(LocalReply("SERVICE_UNAVAILABLE", "Cannot queue the request"))
-            return
-        data = {
-            "requestId": job_id,
-            "status": "queued",
-            "statusUrl": f"/requests/{job_id}/status",
-            "resultUrl": f"/requests/{job_id}/result",
-        }
-        self.respond(202, ok_body(data), ())
-
-    # -- built-in endpoints ---------------------------------------------------------------------
-
-    def _admit_builtin(self, endpoint: Endpoint, params: dict[str, str]) -> Awaitable[None] | None:
-        """Rate-limit a built-in endpoint, then collect its (small) body for ``finish``."""
-        self.endpoint = endpoint
-        self.endpoint_params = params
-        self.buffer = bytearray()
-        if not endpoint.rate_limited:
-            return None
-        gw = self.gw
-        result = gw.limiter.check_now(
-            endpoint.pattern, gw.builtin_rate_policies, None, self.client_ip, self.headers
-        )
-        if isinstance(result, tuple):
-            self.limit_headers = result
-            return None
-        return self._await_builtin_limit(result)
-
-    async def _await_builtin_limit(self, pending: Awaitable[tuple[tuple[str, str], ...]]) -> None:
-        try:
-            self.limit_headers = await pending
-        except LocalReply as reply:
-            self._answer_error(reply)
-
-    async def _run_builtin(self) -> None:
-        endpoint = self.endpoint
-        assert endpoint is not None
-        request = BuiltinRequest(
-            method=self.method,
-            path=self.path,
-            query=self.query,
-            params=self.endpoint_params,
-            headers=self.headers,
-            body=bytes(self.buffer or b""),
-            client_ip=self.client_ip,
-            request_id=self.request_id,
-            cert_user=self.context.cert_user,
-            gateway=self.gw,
-        )
-        try:
-            response = await endpoint.handler(request)
-        except LocalReply as reply:
-            self.user_id = request.principal.user_id if request.principal else None
-            self.respond_error(reply)
-            return
-        except StoreError as exc:  # the message names no data values
-            log.error("built-in endpoint %s: store unavailable: %s", endpoint.pattern, exc)
-            self.respond_error(LocalReply("SERVICE_UNAVAILABLE", "Store unavailable"))
-            return
-        except Exception:
-            log.exception("built-in endpoint %s failed (request %s)", endpoint.pattern, self.request_id)
-            self.respond_error(LocalReply("INTERNAL_ERROR", "Internal error"))
-            return
-        self.user_id = request.principal.user_id if request.principal else None
-        self.respond(response.status, response.body, response.headers)
 
     # -- answering ------------------------------------------------------------------------------
 
@@ -474,7 +358,8 @@ class Exchange:
         """Answer from the response cache (from a request hook): no upstream is opened."""
         self._answer(status, body, headers)
 
-    def _answer_error(self, reply: LocalReply) -> None:
+    def answer_error(self, reply: LocalReply) -> None:
+        """``_answer`` with the error envelope of ``reply``."""
         self._answer(
             reply.status, error_body(reply.code, reply.message, self.request_id), reply.headers, reply.close
         )

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .errors import LocalReply, ok_body
+from .proxy import UpstreamCall
 from .store import StoreError
 from .store.jobs import owner_key
 from .upstream.fetch import FetchFailed, fetch
@@ -36,6 +38,7 @@ from .upstream.pool import Target, Upstream
 
 if TYPE_CHECKING:
     from .auth.principal import Principal
+    from .exchange import Exchange
     from .store.jobs import JobStore, Response
 
 log = logging.getLogger("fastgw")
@@ -174,3 +177,34 @@ class JobRunner:
                 log.exception("async job %s: cannot record its outcome", request_id)
                 return
             await asyncio.sleep(FINISH_RETRY_INTERVAL)
+
+
+async def submit_job(ex: Exchange, body: bytes) -> None:
+    """``async: true``: queue the upstream call and answer 202 with where to look for it."""
+    upstream, route = ex.upstream, ex.route
+    assert upstream is not None and route is not None
+    call = UpstreamCall(ex, upstream, route.read_timeout)
+
+    def build_head(target: Target) -> bytes:
+        # Built when the job runs, so a signed request carries a fresh timestamp.
+        return call.build_head(target, body)
+
+    job = PreparedCall(upstream, build_head, body, route.read_timeout)
+    owner = ex.principal
+    try:
+        job_id = await ex.gw.jobs.submit(owner, route.pattern, job)
+    except StoreError as exc:  # the store is down: say so, no stack trace
+        log.error("request %s: cannot queue the async job: %s", ex.request_id, exc)
+        ex.respond_error(LocalReply("SERVICE_UNAVAILABLE", "Cannot queue the request"))
+        return
+    except Exception:
+        log.exception("request %s: cannot queue the async job", ex.request_id)
+        ex.respond_error(LocalReply("SERVICE_UNAVAILABLE", "Cannot queue the request"))
+        return
+    data = {
+        "requestId": job_id,
+        "status": "queued",
+        "statusUrl": f"/requests/{job_id}/status",
+        "resultUrl": f"/requests/{job_id}/result",
+    }
+    ex.respond(202, ok_body(data), ())

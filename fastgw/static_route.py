@@ -23,7 +23,7 @@ import mimetypes
 import os
 import stat
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import unquote
 
 from .errors import LocalReply
@@ -104,6 +104,13 @@ def _not_modified(ex: Exchange, etag: str, mtime: int) -> bool:
 
 async def serve_static(ex: Exchange, site: StaticSite, tail: str) -> None:
     """Answer ``ex`` from ``site``: the file, 304, 404, 400 or 405 (see the module docstring)."""
+    try:
+        await _serve(ex, site, tail)
+    except LocalReply as reply:
+        ex.respond_error(reply)
+
+
+async def _serve(ex: Exchange, site: StaticSite, tail: str) -> None:
     if ex.method not in ("GET", "HEAD"):
         raise LocalReply("METHOD_NOT_ALLOWED", "Method not allowed", headers=(("Allow", "GET, HEAD"),))
     try:
@@ -122,7 +129,7 @@ async def serve_static(ex: Exchange, site: StaticSite, tail: str) -> None:
         ("X-Request-Id", ex.request_id),
     ]
     if _not_modified(ex, etag, mtime):
-        await ex.send_local(304, headers, None)
+        await _send_local(ex, 304, headers, None)
         return
     headers[:0] = [("Content-Type", _content_type(path)), ("Content-Length", str(st.st_size))]
     try:
@@ -130,7 +137,32 @@ async def serve_static(ex: Exchange, site: StaticSite, tail: str) -> None:
     except OSError:
         raise LocalReply("NOT_FOUND", "No such file") from None
     with file:
-        await ex.send_local(200, headers, file if ex.method == "GET" else None, CHUNK)
+        await _send_local(ex, 200, headers, file if ex.method == "GET" else None, CHUNK)
+
+
+async def _send_local(
+    ex: Exchange, status: int, headers: list[tuple[str, str]], body: BinaryIO | None, chunk: int = CHUNK
+) -> None:
+    """Stream an answer of the gateway's own (a static file): the head, then ``body`` read
+    ``chunk`` bytes at a time, each after the client took the one before."""
+    if ex.done:
+        return
+    ex.pending = None
+    headers = [*headers, ("traceparent", ex.traceparent), *ex.limit_headers]
+    ex.status = status
+    ex.response_started = True
+    conn = ex.conn
+    conn.send_head(status, headers, True)
+    while body is not None and (data := body.read(chunk)):
+        ex.bytes_sent += len(data)
+        drained = conn.write(data)
+        if drained is not None:
+            await drained
+        if ex.done or conn.closed:
+            return  # the client went away (on_connection_close completed the exchange)
+    ex.response_complete = True
+    conn.finish()
+    ex.complete()
 
 
 def redirect_location(config: RedirectConfig, tail: str, query: str) -> str:
