@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._http_py import _HEX, _LOWER_TCHAR, _OWS, _VALUE, HttpParseError
+from ._http_lex_py import _HEX, _LOWER_TCHAR, _OWS, _VALUE, HttpParseError
 
 _MAX_CHUNK_HEX = 15  # sizes below 2**60: far above any body limit, far below overflow
 

@@ -306,5 +306,6 @@ cdef class BucketTable:
 # ---------------------------------------------------------------------------------------------
 
 include "_trie.pxi"
+include "_http_lex.pxi"
 include "_http.pxi"
 include "_chunked.pxi"
