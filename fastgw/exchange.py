@@ -100,7 +100,7 @@ class Exchange:
     model: str | None = None
     tail_start = 0  # where the path below a wildcard route's literal prefix starts
     cache_state: Any = None  # filters/cache.py's view of this exchange
-    response_headers: list[tuple[str, str]] = []  # relayed to the client (set when the upstream answers)
+    upstream_headers: list[tuple[bytes, bytes]] = []  # the upstream's response head, as it came
     input_tokens = 0
     output_tokens = 0
     pending: tuple[int, bytes, tuple[tuple[str, str], ...], bool] | None = None

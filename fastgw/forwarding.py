@@ -231,31 +231,49 @@ def upstream_request_head(
 _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-request-id", b"traceparent"}
 
 
-def client_response_headers(
-    upstream_headers: list[tuple[bytes, bytes]], request_id: str, traceparent: str
-) -> tuple[list[tuple[str, str]], bool, str]:
-    """Headers relayed to the client, whether the upstream framed the body by length, and the
-    response's Content-Type ("" when absent)."""
+def _relayed(upstream_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, bytes]]:
+    """(name, lower-cased name, value) of the upstream's headers the client gets: hop-by-hop
+    ones, those its ``Connection`` names, and its ``X-Request-Id`` / ``traceparent`` dropped."""
     nominated: set[bytes] = set()
     for name, value in upstream_headers:
         if name.lower() == b"connection":
             nominated.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    out: list[tuple[str, str]] = []
-    has_length = False
-    content_type = ""
+    kept = []
     for name, value in upstream_headers:
         lname = name.lower()
-        if lname in _HOP_BY_HOP_BYTES or lname in nominated:
-            continue
-        text = value.decode("latin-1")
+        if lname not in _HOP_BY_HOP_BYTES and lname not in nominated:
+            kept.append((name, lname, value))
+    return kept
+
+
+def client_response_head(
+    upstream_headers: list[tuple[bytes, bytes]],
+    request_id: str,
+    traceparent: str,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> tuple[bytes, bool, str]:
+    """The header lines relayed to the client, encoded (each ending in CRLF; the upstream's bytes
+    are never decoded), whether the upstream framed the body by length, and the response's
+    Content-Type ("" when absent). ``extra``: the gateway's own headers (rate-limit headers)."""
+    lines: list[bytes] = []
+    has_length = False
+    content_type = ""
+    for name, lname, value in _relayed(upstream_headers):
         if lname == b"content-length":
             has_length = True
         elif lname == b"content-type":
-            content_type = text
-        out.append((name.decode("latin-1"), text))
-    out.append(("X-Request-Id", request_id))
-    out.append(("traceparent", traceparent))
-    return out, has_length, content_type
+            content_type = value.decode("latin-1")
+        lines.append(b"%s: %s\r\n" % (name, value))
+    lines.append(b"X-Request-Id: %s\r\ntraceparent: %s\r\n" % (request_id.encode(), traceparent.encode()))
+    for own_name, own_value in extra:
+        lines.append(b"%s: %s\r\n" % (own_name.encode("latin-1"), own_value.encode("latin-1")))
+    return b"".join(lines), has_length, content_type
+
+
+def relayed_headers(upstream_headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The upstream's headers as the client gets them, decoded (for filters that keep them)."""
+    kept = _relayed(upstream_headers)
+    return [(name.decode("latin-1"), value.decode("latin-1")) for name, _, value in kept]
 
 
 _SECRET_PARAMS = frozenset({"token", "key"})

@@ -21,7 +21,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from .errors import LocalReply
-from .forwarding import client_response_headers, forwarded_element, is_trusted, upstream_request_head
+from .forwarding import client_response_head, forwarded_element, is_trusted, upstream_request_head
 from .speedups import LAST_CHUNK, encode_chunk
 from .upstream.client import UpstreamConnection
 from .upstream.pool import ConnectFailed, PoolExhausted, Target, Upstream
@@ -241,13 +241,13 @@ class UpstreamCall:
             self._switch_protocols(headers)
             return
         self.last_activity = time.monotonic()
-        out, has_length, content_type = client_response_headers(headers, ex.request_id, ex.traceparent)
-        if ex.limit_headers:
-            out.extend(ex.limit_headers)
-        ex.response_headers = out
+        block, has_length, content_type = client_response_head(
+            headers, ex.request_id, ex.traceparent, ex.limit_headers
+        )
+        ex.upstream_headers = headers
         ex.status = status
         ex.response_started = True
-        ex.conn.send_head(status, out, has_length)
+        ex.conn.send_head_block(status, block, has_length)
         for flt in ex.pipeline.response_head:
             flt.on_response_head(ex, status, content_type)
 

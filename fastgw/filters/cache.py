@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from ..cache import UNSTORED, Entry, Fill, ResponseCache, freshness
 from ..config import CacheConfig
+from ..forwarding import relayed_headers
 from ..metrics import Metrics
 from ..pipeline import Filter
 
@@ -113,7 +114,9 @@ class ResponseCaching(Filter):
         state = ex.cache_state
         if state is None or state.fill is None or status != 200:
             return
-        cache_control = next((v for n, v in ex.response_headers if n.lower() == "cache-control"), None)
+        cache_control = next(
+            (v.decode("latin-1") for n, v in ex.upstream_headers if n.lower() == b"cache-control"), None
+        )
         lifetime = freshness(cache_control, self.config.ttl, shared=not self.per_user)
         if lifetime is not None:
             state.storable = True
@@ -136,7 +139,8 @@ class ResponseCaching(Filter):
         ex.cache_state = None
         if state.storable and state.body is not None and ex.response_complete and ex.status == 200:
             skip = UNSTORED | {n.lower() for n, _ in ex.limit_headers}  # per-request headers
-            headers = tuple((n, v) for n, v in ex.response_headers if n.lower() not in skip)
+            relayed = relayed_headers(ex.upstream_headers)
+            headers = tuple((n, v) for n, v in relayed if n.lower() not in skip)
             stored = time.time()
             self.cache.put(state.key, Entry(headers, bytes(state.body), stored, stored + state.lifetime))
         if state.fill is not None:

@@ -33,8 +33,19 @@ class Headers(Mapping[str, str]):
     def from_raw(cls, raw: list[tuple[bytes, bytes]]) -> Headers:
         """From the codec's pairs (names lower-cased bytes), decoding each byte as one char."""
         self = cls.__new__(cls)
-        self._pairs = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in raw]
-        self._index = _index(self._pairs)
+        pairs: list[tuple[str, str]] = []
+        index: dict[str, list[str]] = {}
+        for raw_name, raw_value in raw:  # one pass: decode, keep, index
+            name = raw_name.decode("latin-1")
+            value = raw_value.decode("latin-1")
+            pairs.append((name, value))
+            found = index.get(name)
+            if found is None:
+                index[name] = [value]
+            else:
+                found.append(value)
+        self._pairs = pairs
+        self._index = index
         return self
 
     @overload

@@ -78,27 +78,32 @@ class ResponseWriter:
 
     def send_head(self, status: int, headers: Iterable[tuple[str, str]], has_length: bool) -> None:
         """Start a response; the head goes out with the first body bytes (or within this tick)."""
+        block = b"".join(
+            [b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        )
+        self.send_head_block(status, block, has_length)
+
+    def send_head_block(self, status: int, block: bytes, has_length: bool) -> None:
+        """``send_head`` with the header lines already encoded (each ending in CRLF): the proxy
+        relays the upstream's bytes without decoding them."""
         head = self.head
         self.response_started = True
         body_allowed = self.body_allowed and status not in (204, 304) and status >= 200
         self.body_allowed = body_allowed
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))]
-        for name, value in headers:
-            lines.append(b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")))
         if body_allowed and not has_length:
             if head is not None and head.version == 11:
                 self.chunked_response = True
-                lines.append(b"Transfer-Encoding: chunked\r\n")
+                block += b"Transfer-Encoding: chunked\r\n"
             else:
                 self.keep_alive = False  # an unframed body ends with the connection
         if not self.keep_alive or self.hub.draining:
             self.keep_alive = False
-            lines.append(b"Connection: close\r\n\r\n")
+            end = b"Connection: close\r\n\r\n"
         elif head is not None and head.version == 10:
-            lines.append(b"Connection: keep-alive\r\n\r\n")
+            end = b"Connection: keep-alive\r\n\r\n"
         else:
-            lines.append(b"\r\n")
-        self.pending_head = b"".join(lines)
+            end = b"\r\n"
+        self.pending_head = b"HTTP/1.1 %d %s\r\n%s%s" % (status, reason_phrase(status), block, end)
         self.loop.call_soon(self._flush_head)
 
     def _flush_head(self) -> None:
