@@ -9,6 +9,7 @@ every body itself.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import random
@@ -94,6 +95,7 @@ def _forwarded_value(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@functools.lru_cache(maxsize=1024)  # the same few (peer, host, proto) on every request
 def forwarded_element(peer_ip: str, host: str, proto: str) -> str:
     """The ``Forwarded`` element describing the hop from ``peer_ip`` to this gateway.
 
@@ -233,16 +235,20 @@ _HOP_BY_HOP_BYTES = frozenset(name.encode() for name in HOP_BY_HOP) | {b"x-reque
 
 def _relayed(upstream_headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes, bytes]]:
     """(name, lower-cased name, value) of the upstream's headers the client gets: hop-by-hop
-    ones, those its ``Connection`` names, and its ``X-Request-Id`` / ``traceparent`` dropped."""
-    nominated: set[bytes] = set()
-    for name, value in upstream_headers:
-        if name.lower() == b"connection":
-            nominated.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    ones, those its ``Connection`` names, and its ``X-Request-Id`` / ``traceparent`` dropped.
+    One pass lower-cases each name once; names nominated by ``Connection`` are dropped after."""
+    nominated: set[bytes] | None = None
     kept = []
     for name, value in upstream_headers:
         lname = name.lower()
-        if lname not in _HOP_BY_HOP_BYTES and lname not in nominated:
-            kept.append((name, lname, value))
+        if lname in _HOP_BY_HOP_BYTES:
+            if lname == b"connection":
+                tokens = {t.strip().lower() for t in value.split(b",")}
+                nominated = tokens if nominated is None else nominated | tokens
+            continue
+        kept.append((name, lname, value))
+    if nominated:
+        kept = [entry for entry in kept if entry[1] not in nominated]
     return kept
 
 
