@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .access_log import utc_timestamp
@@ -31,9 +31,10 @@ from .forwarding import client_ip, request_id_from, without_token_param
 from .http1.connection import ClientConnection
 from .http1.headers import Headers
 from .http1.interfaces import ClientContext
+from .inflight import InflightCounter
 from .jobs import submit_job
 from .llm import UsageSniffer
-from .pipeline import Filter, Pipeline, run_request_hooks
+from .pipeline import Pipeline, run_body_hooks, run_request_hooks
 from .proxy import UpstreamCall
 from .routing import PathError, normalize_path, rewrite_path
 from .speedups import RequestHead
@@ -51,20 +52,6 @@ log = logging.getLogger("fastgw")
 _JSON = "application/json"
 _RETRY_SOON = (("Retry-After", "1"),)
 _HEALTH = "/health"
-
-
-class InflightCounter:
-    """Requests between head and completion, and open tunnels, for the drain on SIGTERM.
-
-    ``limit`` is ``server.max_inflight`` (0: unlimited): requests beyond it are shed at once.
-    """
-
-    __slots__ = ("count", "tunnels", "limit")
-
-    def __init__(self, limit: int = 0) -> None:
-        self.count = 0
-        self.limit = limit
-        self.tunnels: set[WebSocketTunnel] = set()
 
 
 class Exchange:
@@ -303,27 +290,19 @@ class Exchange:
         Hooks that answer at once run here, and a pooled connection takes the request here:
         a task is spawned only for what waits (an awaitable hook, a connect, a job queue).
         """
-        assert self.route is not None
-        body = bytes(self.buffer or b"")
-        hooks = self.pipeline.body
         try:
-            for i, flt in enumerate(hooks):
-                result = flt.on_body(self, body)
-                if not isinstance(result, bytes):
-                    self._spawn(self._finish_body_hooks(result, hooks[i + 1 :]))
-                    return
-                body = result
+            body = run_body_hooks(self.pipeline.body, self, bytes(self.buffer or b""))
         except LocalReply as reply:
             self.respond_error(reply)
             return
-        self._forward_body(body)
+        if isinstance(body, bytes):
+            self._forward_body(body)
+        else:
+            self._spawn(self._forward_when_ready(body))
 
-    async def _finish_body_hooks(self, pending: Awaitable[bytes], rest: Sequence[Filter]) -> None:
+    async def _forward_when_ready(self, pending: Awaitable[bytes]) -> None:
         try:
             body = await pending
-            for flt in rest:
-                result = flt.on_body(self, body)
-                body = result if isinstance(result, bytes) else await result
         except LocalReply as reply:
             self.respond_error(reply)
             return

@@ -115,3 +115,25 @@ async def _resume(hooks: tuple[Filter, ...], start: int, ex: Exchange, pending: 
         more = flt.on_request(ex)
         if more is not None:
             await more
+
+
+def run_body_hooks(hooks: tuple[Filter, ...], ex: Exchange, body: bytes) -> bytes | Awaitable[bytes]:
+    """Run ``on_body`` hooks in order, each on what the one before returned; synchronous until
+    the first one that must wait (then an awaitable of the final body). ``LocalReply`` from a
+    hook propagates (raised here, or by the awaitable)."""
+    for index, flt in enumerate(hooks):
+        result = flt.on_body(ex, body)
+        if not isinstance(result, bytes):
+            return _resume_body(hooks, index + 1, ex, result)
+        body = result
+    return body
+
+
+async def _resume_body(
+    hooks: tuple[Filter, ...], start: int, ex: Exchange, pending: Awaitable[bytes]
+) -> bytes:
+    body = await pending
+    for flt in hooks[start:]:
+        result = flt.on_body(ex, body)
+        body = result if isinstance(result, bytes) else await result
+    return body

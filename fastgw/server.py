@@ -26,10 +26,11 @@ from tornado.netutil import bind_sockets
 from . import speedups
 from .access_log import AccessLog
 from .config import Config, ConfigError, load_config, parse_listen
-from .exchange import Exchange, InflightCounter
+from .exchange import Exchange
 from .gateway import Gateway
 from .http1.connection import ClientConnection
 from .http1.server import ConnectionHub, ServerLimits
+from .inflight import InflightCounter
 from .metrics import Metrics
 
 log = logging.getLogger("fastgw")

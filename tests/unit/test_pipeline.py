@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fastgw.errors import LocalReply
-from fastgw.pipeline import Filter, Pipeline, run_request_hooks
+from fastgw.pipeline import Filter, Pipeline, run_body_hooks, run_request_hooks
 
 
 class Recorder(Filter):
@@ -141,3 +141,32 @@ def test_a_full_route_runs_its_filters_in_priority_order_and_signs_last(tmp_path
     assert [type(f).__name__ for f in pipeline.request] == ["Authenticate", "Authorize", "RateLimit", "Quota"]
     assert [type(f).__name__ for f in pipeline.upstream_headers] == ["IdentityHeaders", "Sign"]
     assert gw.routes[0].buffered  # signing needs the whole body
+
+
+class Suffix(Filter):
+    def __init__(self, text: bytes, priority: int, wait: bool = False) -> None:
+        self.text = text
+        self.wait = wait
+        self.PRIORITY = priority  # type: ignore[misc]
+
+    def on_body(self, ex: Any, body: bytes) -> bytes | Awaitable[bytes]:
+        if self.wait:
+            return self._later(body)
+        return body + self.text
+
+    async def _later(self, body: bytes) -> bytes:
+        await asyncio.sleep(0)
+        return body + self.text
+
+
+def test_body_hooks_chain_in_order_and_wait_only_when_one_must() -> None:
+    quick = Pipeline.compile([Suffix(b"-b", 800), Suffix(b"-a", 900)])
+    assert run_body_hooks(quick.body, None, b"x") == b"x-a-b"  # all answered at once: bytes
+    slow = Pipeline.compile([Suffix(b"-a", 900), Suffix(b"-b", 800, wait=True), Suffix(b"-c", 700)])
+    pending = run_body_hooks(slow.body, None, b"x")
+    assert not isinstance(pending, bytes)
+    assert asyncio.run(_result(pending)) == b"x-a-b-c"
+
+
+async def _result(pending: Awaitable[bytes]) -> bytes:
+    return await pending
