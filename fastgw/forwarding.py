@@ -271,9 +271,16 @@ def client_response_head(
             content_type = value.decode("latin-1")
         lines.append(b"%s: %s\r\n" % (name, value))
     lines.append(b"X-Request-Id: %s\r\ntraceparent: %s\r\n" % (request_id.encode(), traceparent.encode()))
-    for own_name, own_value in extra:
-        lines.append(b"%s: %s\r\n" % (own_name.encode("latin-1"), own_value.encode("latin-1")))
+    if extra:
+        lines.append(header_lines(extra))
     return b"".join(lines), has_length, content_type
+
+
+def header_lines(headers: Iterable[tuple[str, str]]) -> bytes:
+    """``Name: value`` lines of the gateway's own headers, each ending in CRLF (latin-1)."""
+    return b"".join(
+        [b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    )
 
 
 def relayed_headers(upstream_headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:

@@ -378,18 +378,17 @@ class UpstreamCall:
     def _arm_timer(self) -> None:
         """Start the read timeout (on the connection's ``Deadline``: no timer per request)."""
         conn = self.conn
-        if conn is not None and conn.deadline is not None and not conn.deadline.pending and not self.ex.done:
+        if conn is not None and not conn.deadline.pending and not self.ex.done:
             self.last_activity = time.monotonic()
             conn.deadline.set(self.read_timeout, self._on_timer)
 
     def _cancel_timer(self) -> None:
-        conn = self.conn
-        if conn is not None and conn.deadline is not None:
-            conn.deadline.clear()
+        if self.conn is not None:
+            self.conn.deadline.clear()
 
     def _on_timer(self) -> None:
         conn = self.conn
-        if self.ex.done or conn is None or conn.deadline is None:
+        if self.ex.done or conn is None:
             return
         idle = time.monotonic() - self.last_activity
         if idle < self.read_timeout or self.ex.conn.write_paused:

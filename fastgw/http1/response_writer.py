@@ -17,6 +17,7 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from ..forwarding import header_lines
 from ..speedups import LAST_CHUNK, ChunkedDecoder, RequestHead, encode_chunk
 from .interfaces import RequestDelegate, Tunnel, reason_phrase
 from .states import BODY, HEAD_PHASE, TUNNEL, WAIT
@@ -78,10 +79,7 @@ class ResponseWriter:
 
     def send_head(self, status: int, headers: Iterable[tuple[str, str]], has_length: bool) -> None:
         """Start a response; the head goes out with the first body bytes (or within this tick)."""
-        block = b"".join(
-            [b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-        )
-        self.send_head_block(status, block, has_length)
+        self.send_head_block(status, header_lines(headers), has_length)
 
     def send_head_block(self, status: int, block: bytes, has_length: bool) -> None:
         """``send_head`` with the header lines already encoded (each ending in CRLF): the proxy

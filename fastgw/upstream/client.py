@@ -66,22 +66,20 @@ class UpstreamConnection(asyncio.Protocol):
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
         self._pending_head: bytes | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.deadline: Deadline | None = None  # the current exchange's read timeout
+        # Created by loop.create_connection, so on the running loop.
+        self.loop = asyncio.get_running_loop()
+        self.deadline = Deadline(self.loop)  # the current exchange's read timeout
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self.loop = asyncio.get_running_loop()
-        self.deadline = Deadline(self.loop)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.reusable = False
-        if self.deadline is not None:
-            self.deadline.cancel()
+        self.deadline.cancel()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         if self._sink is None:
@@ -130,7 +128,7 @@ class UpstreamConnection(asyncio.Protocol):
         ``more``: body bytes are about to follow through ``write``; the head waits for the first
         of them (or the end of this loop iteration), so a small request is one send.
         """
-        assert self.transport is not None and self.loop is not None
+        assert self.transport is not None
         self._sink = sink
         self._state = _HEAD
         self._buf.clear()
@@ -172,7 +170,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.write(data)
         if self._write_paused:
             if self._drained is None:
-                self._drained = asyncio.get_running_loop().create_future()
+                self._drained = self.loop.create_future()
             return self._drained
         return None
 

@@ -61,6 +61,31 @@ def test_slow_header_client_is_cut_while_others_are_served(
     assert all(r.target != "/api/slow" for r in upstream.requests)
 
 
+def test_kept_alive_connection_trickling_its_next_head_is_cut(
+    upstream: UpstreamServer, start_gateway: Any
+) -> None:
+    """The header deadline also runs from the first byte of a kept-alive connection's next head
+    (idle_timeout, 60 s here, would let this one trickle to the end)."""
+    gw = start_gateway(config(upstream))
+    sock = socket.create_connection(("127.0.0.1", gw.port))
+    sock.sendall(b"GET /api/first HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.settimeout(5)
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    head = b"GET /api/slow HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 60 + b"\r\n\r\n"
+    sent = 0
+    try:
+        for byte in head:  # about 9 s at this pace: far past the 1 s header deadline
+            sock.sendall(bytes([byte]))
+            sent += 1
+            time.sleep(0.1)
+    except OSError:
+        pass
+    assert sent < len(head), "the gateway waited for the whole trickled head"
+    assert read_until_closed(sock, timeout=10) == b""
+    sock.close()
+    assert all(r.target != "/api/slow" for r in upstream.requests)
+
+
 def test_idle_keep_alive_survives_past_header_timeout(upstream: UpstreamServer, start_gateway: Any) -> None:
     gw = start_gateway(config(upstream))
     conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
